@@ -1,0 +1,113 @@
+"""A folder of video files, with an optional CSV manifest.
+
+Manifest columns: `path` (relative to the root), `subject`, and optionally `label`,
+`onset`, `apex`, `offset` (0-based frame numbers), `action_units`. Without a manifest
+every video under the root is one unlabelled clip whose subject is its relative path.
+A manifest path that leaves the root (absolute, `..`, or a symlink pointing out) is
+rejected without being opened.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from mer_core.data.adapters import AdapterResult, AnnotationError, RawClip, parse_frame_number
+from mer_core.data.store import Rejection
+from mer_core.data.video import VIDEO_SUFFIXES
+
+DEFAULT_MANIFEST = "manifest.csv"
+
+
+def _text(value) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def resolve_inside(root: Path, relative: str) -> Path:
+    """The file `relative` names under `root`; ValueError if it would leave the root."""
+    candidate = Path(relative)
+    if candidate.is_absolute():
+        raise ValueError(f"path {relative!r} is absolute; manifest paths must be relative to the data root")
+    if ".." in candidate.parts:
+        raise ValueError(f"path {relative!r} climbs out of the data root")
+    resolved = (root / candidate).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise ValueError(f"path {relative!r} resolves outside the data root (symlink)")
+    return resolved
+
+
+def _optional_frame(row: pd.Series, column: str) -> int | None:
+    if column not in row.index or _text(row[column]) is None:
+        return None
+    return parse_frame_number(row[column], column)
+
+
+def _parse_manifest_row(row: pd.Series, root: Path, allowed: frozenset[str] | None) -> RawClip:
+    relative = _text(row.get("path"))
+    if relative is None:
+        raise ValueError("path is missing")
+    path = resolve_inside(root, relative)
+    if not path.is_file():
+        raise ValueError(f"video {relative} does not exist")
+    subject = _text(row.get("subject"))
+    if subject is None:
+        raise ValueError("subject is missing")
+    label = _text(row.get("label"))
+    if label is not None and allowed is not None and label not in allowed:
+        raise ValueError(f"unknown label {label!r}; expected one of {sorted(allowed)}")
+    onset, apex, offset = (_optional_frame(row, c) for c in ("onset", "apex", "offset"))
+    present = [v for v in (onset, apex, offset) if v is not None]
+    if present != sorted(present):
+        raise ValueError(f"onset/apex/offset out of order: {onset}/{apex}/{offset}")
+    return RawClip(item=relative, subject=subject, label=label, onset=onset, apex=apex, offset=offset,
+                   fps=None, action_units=_text(row.get("action_units")), video=path)
+
+
+def _read_manifest(name: str, root: Path, manifest: Path, allowed: frozenset[str] | None) -> AdapterResult:
+    try:
+        table = pd.read_csv(manifest, dtype=object)
+    except Exception as exc:  # pandas raises many types for a broken CSV; name the file
+        raise AnnotationError(f"cannot read manifest {manifest}: {exc}") from exc
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    if "path" not in table.columns or "subject" not in table.columns:
+        raise AnnotationError(f"{manifest}: needs columns 'path' and 'subject'; found {list(table.columns)}")
+    clips, rejections, seen = [], [], set()
+    for index, row in table.iterrows():
+        where = f"{manifest.name} row {index + 2}"
+        try:
+            clip = _parse_manifest_row(row, root, allowed)
+        except ValueError as exc:
+            rejections.append(Rejection(name, where, str(exc)))
+            continue
+        if clip.item in seen:
+            rejections.append(Rejection(name, where, f"duplicate clip {clip.item}"))
+            continue
+        seen.add(clip.item)
+        clips.append(clip)
+    return AdapterResult(clips, rejections, allowed)
+
+
+def _scan_folder(root: Path) -> AdapterResult:
+    clips = []
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file() and not path.name.startswith("."):
+            relative = path.relative_to(root).as_posix()
+            clips.append(RawClip(item=relative, subject=relative.rsplit(".", 1)[0], label=None,
+                                 onset=None, apex=None, offset=None, fps=None, video=path))
+    return AdapterResult(clips, [], None)
+
+
+def read_videos(name: str, root: Path, *, annotation: str | None, fps: float | None,
+                frames_per_clip: int, labels: frozenset[str] | None = None) -> AdapterResult:
+    """The clips of a video folder, from its manifest when there is one."""
+    manifest = root / (annotation or DEFAULT_MANIFEST)
+    if annotation and not manifest.is_file():
+        raise AnnotationError(f"manifest {manifest} does not exist")
+    if manifest.is_file():
+        return _read_manifest(name, root, manifest, labels)
+    return _scan_folder(root)

@@ -1,0 +1,245 @@
+"""Anonymisation: keyed pseudonyms, no source paths, no background pixels, and a leak scan.
+
+Subject identifiers become `s-<HMAC-SHA256(key, dataset, subject)>`, so the same person
+keeps the same pseudonym across runs (subject-disjoint splits stay stable) while nobody
+without the key can map it back. The key comes from an environment variable or a key
+file outside the repository, created on first use; it is never logged or written out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mer_core.data.faces import face_ellipse_mask
+from mer_core.data.store import (
+    SOURCE_COLUMNS,
+    frames_to_numpy,
+    iter_row_groups,
+    replace_directory,
+    shard_paths,
+    staging_dir,
+    write_row_groups,
+)
+
+log = logging.getLogger(__name__)
+
+KEY_BYTES = 32
+
+
+class KeyError_(RuntimeError):
+    """The pseudonym key is unreadable, malformed, or stored where it could leak."""
+
+
+class LeakError(RuntimeError):
+    """Processed data still carries a raw identifier or a source path."""
+
+
+@dataclass(frozen=True)
+class PseudonymKey:
+    secret: bytes = field(repr=False)
+    source: str  # "env" or "file": where it came from, never the value
+
+    def digest(self, *parts: str) -> str:
+        message = "\x1f".join(parts).encode()
+        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
+
+    @property
+    def fingerprint(self) -> str:
+        """A non-secret tag that changes with the key: tells two keys apart, reveals nothing."""
+        return self.digest("mer-key-fingerprint")[:12]
+
+
+def _parse_key(text: str, where: str) -> bytes:
+    text = text.strip()
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        raise KeyError_(f"pseudonym key from {where} is not hex") from None
+    if len(secret) < 16:
+        raise KeyError_(f"pseudonym key from {where} is {len(secret)} bytes; at least 16 are needed")
+    return secret
+
+
+def load_key(env_var: str, key_file: Path, repo_root: Path | None = None) -> PseudonymKey:
+    """The pseudonym key: `$env_var` (hex) if set, else `key_file`, created on first use.
+
+    Raises:
+        KeyError_: the key is malformed or unreadable, or the key file lies inside the
+            repository (where it could be committed).
+    """
+    if os.environ.get(env_var):
+        return PseudonymKey(_parse_key(os.environ[env_var], f"${env_var}"), "env")
+    path = Path(key_file).expanduser().resolve()
+    root = (repo_root or Path.cwd()).resolve()
+    if path.is_relative_to(root):
+        raise KeyError_(f"key file {path} is inside the working tree {root}; keep it outside the repository")
+    if not path.exists():
+        return PseudonymKey(_create_key_file(path), "file")
+    try:
+        return PseudonymKey(_parse_key(path.read_text(), f"key file {path}"), "file")
+    except OSError as exc:
+        raise KeyError_(f"cannot read key file {path}: {exc.strerror}") from None
+
+
+def _create_key_file(path: Path) -> bytes:
+    secret = secrets.token_bytes(KEY_BYTES)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # O_EXCL: two first runs at once must not write two different keys.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret.hex() + "\n")
+    log.warning("created a new pseudonym key file; back it up: losing it breaks subject continuity")
+    return secret
+
+
+def pseudonym(key: PseudonymKey, dataset: str, subject: str) -> str:
+    return "s-" + key.digest("subject", dataset, subject)[:12]
+
+
+def pseudo_clip_id(key: PseudonymKey, clip_id: str) -> str:
+    return "c-" + key.digest("clip", clip_id)[:16]
+
+
+@dataclass
+class AnonymizationReport:
+    rows: int = 0
+    subjects: int = 0
+    datasets: dict[str, int] = field(default_factory=dict)
+    rows_by_kind: dict[str, int] = field(default_factory=dict)
+    columns_dropped: list[str] = field(default_factory=list)
+    masked_outside_face: bool = False
+    key_source: str = ""
+    key_fingerprint: str = ""
+    leak_scan: dict = field(default_factory=dict)
+
+
+def _replace_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, values)
+
+
+def anonymize_table(table: pa.Table, key: PseudonymKey, mask: np.ndarray | None) -> pa.Table:
+    """One row group: pseudonymise subject and clip_id, drop source columns, mask pixels."""
+    subjects = [pseudonym(key, d, s) for d, s in zip(table["dataset"].to_pylist(), table["subject"].to_pylist())]
+    table = _replace_column(table, "subject", pa.array(subjects, pa.string()))
+    table = _replace_column(table, "clip_id", pa.array([pseudo_clip_id(key, c) for c in table["clip_id"].to_pylist()], pa.string()))
+    table = table.drop_columns([c for c in SOURCE_COLUMNS if c in table.column_names])
+    if mask is not None:
+        frames = frames_to_numpy(table["frames"]) * mask[None, None, :, :, None]  # (N, T, H, W, C)
+        table = _replace_column(table, "frames", pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(frames)))
+    return table.replace_schema_metadata(None)
+
+
+def _identifier_pattern(tokens: set[str]) -> re.Pattern | None:
+    tokens = {t for t in tokens if t}
+    if not tokens:
+        return None
+    alternatives = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
+    # Delimited matches only: a raw id "sub01" must not fire inside an unrelated word.
+    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])")
+
+
+def _string_values(column: pa.ChunkedArray) -> list[str]:
+    kind = column.type
+    if pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind):
+        column = pc.list_flatten(column)
+        kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return [v for v in column.to_pylist() if v]
+    return []
+
+
+def scan_for_leaks(paths: list[Path], raw_tokens: set[str]) -> dict:
+    """Search every string value and all file metadata for raw identifiers and paths.
+
+    Returns:
+        {"files": n, "values_scanned": n, "findings": [{"file", "where", "count"}]}; the
+        findings name columns, never the identifier found.
+    """
+    pattern = _identifier_pattern(raw_tokens)
+    path_like = re.compile(r"(^|[\s'\"=])(/|~/|[A-Za-z]:\\)[^\s'\"]+")
+    findings, scanned = [], 0
+    for path in paths:
+        parquet = pq.ParquetFile(path)
+        metadata = parquet.metadata.metadata or {}
+        meta_text = " ".join(k.decode(errors="replace") + "=" + v.decode(errors="replace") for k, v in metadata.items())
+        if pattern and pattern.search(meta_text):
+            findings.append({"file": path.name, "where": "file metadata", "count": 1})
+        table = parquet.read(columns=[n for n in parquet.schema_arrow.names if n != "frames"])
+        for name in table.column_names:
+            values = _string_values(table[name])
+            scanned += len(values)
+            hits = sum(1 for v in values if (pattern and pattern.search(v)) or path_like.search(v))
+            if hits:
+                findings.append({"file": path.name, "where": f"column {name}", "count": hits})
+        leftover = [c for c in SOURCE_COLUMNS if c in table.column_names]
+        if leftover:
+            findings.append({"file": path.name, "where": f"source column(s) {leftover}", "count": table.num_rows})
+    return {"files": len(paths), "values_scanned": scanned, "findings": findings}
+
+
+def raw_identifiers(table: pa.Table) -> set[str]:
+    """Tokens that must not survive: raw subjects, source paths and their folder parts."""
+    tokens = set(table["subject"].to_pylist())
+    for item in table["source_path"].to_pylist() if "source_path" in table.column_names else []:
+        tokens.add(item)
+        tokens.update(part for part in Path(item.split(" window ")[0]).parts[:-1])
+    tokens.update(c.split("/", 1)[1] for c in table["clip_id"].to_pylist() if "/" in c)
+    return {t for t in tokens if t and len(t) >= 2}
+
+
+def anonymize(in_clips: Path, out_clips: Path, key: PseudonymKey, mask_outside_face: bool,
+              face_margin: float) -> AnonymizationReport:
+    """Rewrite every interim shard into `out_clips`, then prove no raw identifier survived.
+
+    Raises:
+        LeakError: the scan found a raw identifier or path; nothing is written.
+    """
+    paths = shard_paths(in_clips)
+    if not paths:
+        raise FileNotFoundError(f"no interim clip shards under {in_clips}; run `mer ingest` first")
+    report = AnonymizationReport(masked_outside_face=mask_outside_face, key_source=key.source,
+                                 key_fingerprint=key.fingerprint)
+    staged = staging_dir(out_clips)
+    tokens: set[str] = set()
+    subjects: set[str] = set()
+    datasets, kinds = Counter(), Counter()
+
+    def anonymized_groups(path: Path):
+        for group in iter_row_groups([path]):
+            tokens.update(raw_identifiers(group))
+            size = group.schema.field("frames").type.shape[1]
+            mask = face_ellipse_mask(size, face_margin) if mask_outside_face else None
+            group = anonymize_table(group, key, mask)
+            subjects.update(group["subject"].to_pylist())
+            datasets.update(group["dataset"].to_pylist())
+            kinds.update(group["kind"].to_pylist())
+            yield group
+
+    try:
+        for path in paths:
+            report.rows += write_row_groups(anonymized_groups(path), staged / path.relative_to(in_clips))
+        report.leak_scan = scan_for_leaks(shard_paths(staged), tokens)
+        if report.leak_scan["findings"]:
+            raise LeakError(f"raw identifiers or paths found in processed data: {report.leak_scan['findings']}")
+        replace_directory(staged, out_clips)
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged)
+    report.subjects = len(subjects)
+    report.datasets, report.rows_by_kind = dict(sorted(datasets.items())), dict(sorted(kinds.items()))
+    report.columns_dropped = list(SOURCE_COLUMNS)
+    return report

@@ -1,0 +1,225 @@
+"""The clip table: Parquet shards of face clips, written atomically, read by row group.
+
+One row per clip. Frames live in a `fixed_shape_tensor` column of uint8 with shape
+(T, H, W, C), so a reader gets a zero-copy NumPy view per row group and a data set
+larger than memory streams through training one row group at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# Columns that may identify a person or a machine; `anonymize` drops or rewrites them.
+SOURCE_COLUMNS = ("source_path",)
+
+_METADATA_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("clip_id", pa.string()),
+    ("dataset", pa.string()),
+    ("subject", pa.string()),
+    ("kind", pa.string()),  # "macro" | "micro"
+    ("label", pa.string()),  # native label, null when unlabelled
+    ("label3", pa.string()),  # composite negative/positive/surprise, nullable
+    ("onset", pa.int32()),
+    ("apex", pa.int32()),
+    ("offset", pa.int32()),
+    ("fps", pa.float32()),
+    ("action_units", pa.string()),
+    ("frame_indices", pa.list_(pa.int32())),  # source frame numbers of the T frames
+    ("face_box", pa.list_(pa.int32(), 4)),  # x, y, w, h in source pixels
+    ("face_score", pa.float32()),
+    ("source_path", pa.string()),  # relative to the data set root; interim only
+]
+
+REJECTED_SCHEMA = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("item", pa.string()),  # what was rejected: a file, a folder or a sheet row
+        ("reason", pa.string()),
+        ("stage", pa.string()),
+    ]
+)
+
+
+def frames_type(frames: int, size: int, channels: int = 3) -> pa.FixedShapeTensorType:
+    """Arrow type of a clip's frames: uint8 (T, H, W, C)."""
+    return pa.fixed_shape_tensor(pa.uint8(), (frames, size, size, channels))
+
+
+def clip_schema(frames: int, size: int, channels: int = 3, *, with_source: bool = True) -> pa.Schema:
+    columns = [c for c in _METADATA_COLUMNS if with_source or c[0] not in SOURCE_COLUMNS]
+    return pa.schema(columns + [("frames", frames_type(frames, size, channels))])
+
+
+@dataclass
+class Rejection:
+    dataset: str
+    item: str
+    reason: str
+    stage: str = "ingest"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_path(final: Path) -> Path:
+    """A temporary sibling of `final`; rename it onto `final` once fully written."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
+    return Path(tmp)
+
+
+def write_atomically(final: Path, write) -> None:
+    """Call `write(tmp_path)`, then rename the temporary file onto `final`."""
+    tmp = atomic_path(final)
+    try:
+        write(tmp)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomically(final: Path, text: str) -> None:
+    write_atomically(Path(final), lambda tmp: tmp.write_text(text))
+
+
+def write_table(table: pa.Table, final: Path, row_group_size: int = 64) -> None:
+    write_atomically(Path(final), lambda tmp: pq.write_table(table, tmp, row_group_size=row_group_size))
+
+
+def write_row_groups(tables: Iterable[pa.Table], final: Path) -> int:
+    """Stream tables into one Parquet file, one row group each, atomically; returns rows."""
+    rows = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal rows
+        writer = None
+        try:
+            for table in tables:
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table, row_group_size=max(table.num_rows, 1))
+                rows += table.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+
+    write_atomically(Path(final), write)
+    return rows
+
+
+@dataclass
+class ShardWriter:
+    """Buffers clip rows and flushes them as numbered Parquet shards, each atomically.
+
+    Rows are dicts with the metadata columns plus `frames`, a uint8 array (T, H, W, C).
+    """
+
+    out_dir: Path
+    schema: pa.Schema
+    rows_per_shard: int = 512
+    row_group_size: int = 64
+    prefix: str = "part"
+    _rows: list[dict] = field(default_factory=list)
+    shards: list[Path] = field(default_factory=list)
+    rows_written: int = 0
+
+    def add(self, row: dict) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self.rows_per_shard:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._rows:
+            return
+        path = Path(self.out_dir) / f"{self.prefix}-{len(self.shards):05d}.parquet"
+        write_table(rows_to_table(self._rows, self.schema), path, self.row_group_size)
+        self.shards.append(path)
+        self.rows_written += len(self._rows)
+        self._rows = []
+
+
+def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Build a clip table from row dicts; `frames` are stacked into the tensor column."""
+    tensor_type: pa.FixedShapeTensorType = schema.field("frames").type
+    frames = np.stack([np.asarray(r["frames"], dtype=np.uint8) for r in rows])
+    expected = (len(rows), *tensor_type.shape)
+    if frames.shape != expected:
+        raise ValueError(f"frames have shape {frames.shape}, schema expects {expected}")
+    columns = {}
+    for name in schema.names:
+        if name == "frames":
+            columns[name] = pa.FixedShapeTensorArray.from_numpy_ndarray(frames)
+        else:
+            columns[name] = pa.array([r.get(name) for r in rows], type=schema.field(name).type)
+    return pa.table(columns, schema=schema)
+
+
+def frames_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """(N, T, H, W, C) uint8 from a `frames` column."""
+    if isinstance(column, pa.ChunkedArray):
+        return np.concatenate([chunk.to_numpy_ndarray() for chunk in column.chunks]) if column.num_chunks else np.empty((0,))
+    return column.to_numpy_ndarray()
+
+
+def shard_paths(directory: Path) -> list[Path]:
+    """The complete Parquet shards under `directory` (temporary files are skipped)."""
+    directory = Path(directory)
+    if not directory.exists():
+        return []
+    return sorted(p for p in directory.rglob("*.parquet") if not p.name.startswith("."))
+
+
+def iter_row_groups(paths: Iterable[Path], columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """Stream the clip table one row group at a time."""
+    for path in paths:
+        with pq.ParquetFile(path) as parquet:
+            for index in range(parquet.num_row_groups):
+                yield parquet.read_row_group(index, columns=columns)
+
+
+def read_clips(directory: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read every shard under `directory` into one table (small data sets, reports, tests)."""
+    paths = shard_paths(directory)
+    if not paths:
+        raise FileNotFoundError(f"no Parquet shards under {directory}")
+    return pa.concat_tables(pq.read_table(p, columns=columns) for p in paths)
+
+
+def write_rejected(rejections: list[Rejection], final: Path) -> None:
+    table = pa.Table.from_pylist([r.__dict__ for r in rejections], schema=REJECTED_SCHEMA)
+    write_table(table, final)
+
+
+def staging_dir(final: Path) -> Path:
+    """An empty temporary sibling folder of `final`, to be swapped in by `replace_directory`."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    staged.chmod(0o777 & ~_umask())
+    return staged
+
+
+def replace_directory(staged: Path, final: Path) -> None:
+    """Swap a fully written folder onto `final`; the old one is removed only afterwards."""
+    final = Path(final)
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(staged, final)
+    if old is not None:
+        shutil.rmtree(old)

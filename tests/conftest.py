@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny params profile and a tiny synthetic data set made by the
+project's own generator, in the real on-disk layouts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Telemetry off and logs quiet for every test, before any heavy library is imported.
+for _name, _value in {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+TEST_KEY_HEX = "00112233445566778899aabbccddeeff" * 2
+
+
+def tiny_params(root: Path) -> dict:
+    """The repo's params.yaml shrunk to seconds of work, with every path under `root`."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    synth = params["synthesize"]
+    synth.update(out_dir=str(root / "data/raw/synthetic"), image_size=128)
+    synth["micro"].update(subjects=3, clips_per_subject=4, fps=50)
+    synth["macro"].update(subjects=2, clips_per_subject=2, fps=15, duration_s={"low": 0.8, "high": 1.2})
+    ingest = params["ingest"]
+    ingest.update(out_dir=str(root / "data/interim"), crop_size=32, frames_per_clip=4, windows_per_video=2,
+                  workers=1, rows_per_shard=8, row_group_size=4)
+    ingest["datasets"][0].update(root=str(root / "data/raw/synthetic/micro"), fps=50)
+    ingest["datasets"][1].update(root=str(root / "data/raw/synthetic/macro"))
+    params["anonymize"].update(in_dir=str(root / "data/interim"), out_dir=str(root / "data/processed"),
+                               report=str(root / "reports/anonymization.json"))
+    params["validate"].update(in_dir=str(root / "data/processed"), report=str(root / "reports/validation.json"),
+                              data_docs_dir=None, min_clips_per_class=1, min_clips_per_subject=1)
+    return params
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_root):
+    from mer_core.config import Params
+
+    return Params.model_validate(tiny_params(tiny_root))
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tiny_config) -> Path:
+    """The synthetic data set rendered once per session with the tiny profile."""
+    from mer_core.data.synthetic import synthesize
+
+    synthesize(tiny_config.synthesize, workers=1)
+    return Path(tiny_config.synthesize.out_dir)
+
+
+@pytest.fixture
+def pseudonym_key(monkeypatch):
+    monkeypatch.setenv("MER_PSEUDONYM_KEY", TEST_KEY_HEX)
+    return TEST_KEY_HEX

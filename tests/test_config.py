@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mer_core.config import ParamsError, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path, params) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_repo_params_load():
+    params = load_params(REPO / "params.yaml")
+    assert {d.kind for d in params.ingest.datasets} == {"macro", "micro"}
+    assert params.validate_.min_clips_per_class >= 1
+
+
+def test_unknown_key_is_named(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["ingest"]["crop_sise"] = 64
+    with pytest.raises(ParamsError, match=r"unknown key 'ingest.crop_sise'"):
+        load_params(_write(tmp_path, params))
+
+
+def test_wrong_type_is_named(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["synthesize"]["micro"]["subjects"] = "many"
+    with pytest.raises(ParamsError, match=r"'synthesize.micro.subjects'"):
+        load_params(_write(tmp_path, params))
+
+
+def test_inverted_range_and_unknown_adapter(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["synthesize"]["micro"]["amplitude"] = {"low": 0.5, "high": 0.1}
+    params["ingest"]["datasets"][0]["adapter"] = "casme9"
+    with pytest.raises(ParamsError) as info:
+        load_params(_write(tmp_path, params))
+    assert "synthesize.micro.amplitude" in str(info.value)
+    assert "ingest.datasets.0.adapter" in str(info.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="no such params file"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ingest: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)

@@ -1,0 +1,96 @@
+"""The embedded data set: deterministic, consistent with its own annotations, and with
+micro movements much smaller than macro ones."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from mer_core.config import Params
+from mer_core.data.synthetic import (
+    ACTION_UNITS,
+    AU_INDEX,
+    MACRO_MANIFEST_NAME,
+    MICRO_SHEET_NAME,
+    FaceRenderer,
+    expression_curve,
+    sample_identity,
+    synthesize,
+)
+from tests.conftest import tiny_params
+
+
+def _sheet(root: Path) -> pd.DataFrame:
+    return pd.read_excel(root / "micro" / MICRO_SHEET_NAME, dtype=object)
+
+
+def test_sheet_has_casme2_columns(tiny_synthetic):
+    sheet = _sheet(tiny_synthetic)
+    assert list(sheet.columns) == ["Subject", "Filename", "Unnamed: 2", "OnsetFrame", "ApexFrame", "OffsetFrame",
+                                   "Unnamed: 6", "Action Units", "Estimated Emotion"]
+    assert len(sheet) == 3 * 4
+
+
+def test_annotations_match_files(tiny_synthetic):
+    for _, row in _sheet(tiny_synthetic).iterrows():
+        folder = tiny_synthetic / "micro" / f"sub{int(row.Subject):02d}" / row.Filename
+        numbers = sorted(int(p.stem[3:]) for p in folder.glob("img*.jpg"))
+        assert numbers == list(range(numbers[0], numbers[-1] + 1)), "frame numbers must be contiguous"
+        assert numbers[0] < row.OnsetFrame <= row.ApexFrame <= row.OffsetFrame < numbers[-1]
+        duration_s = (row.OffsetFrame - row.OnsetFrame) / 50
+        assert duration_s < 0.5, "a micro-expression lasts under half a second"
+
+
+def test_macro_videos_and_manifest(tiny_synthetic):
+    manifest = pd.read_csv(tiny_synthetic / "macro" / MACRO_MANIFEST_NAME)
+    assert len(manifest) == 2 * 2
+    for _, row in manifest.iterrows():
+        capture = cv2.VideoCapture(str(tiny_synthetic / "macro" / row.path))
+        n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        capture.release()
+        assert n >= row.offset >= row.apex >= row.onset >= 0
+    micro_subjects = {f"sub{int(s):02d}" for s in _sheet(tiny_synthetic).Subject}
+    assert micro_subjects.isdisjoint(set(manifest.subject))
+
+
+def test_same_seed_same_data_other_seed_other_data(tmp_path):
+    def render(folder: Path, seed: int) -> tuple[pd.DataFrame, bytes]:
+        raw = tiny_params(folder)
+        raw["synthesize"]["seed"] = seed
+        raw["synthesize"]["micro"].update(subjects=2, clips_per_subject=1)
+        raw["synthesize"]["macro"].update(subjects=1, clips_per_subject=1)
+        params = Params.model_validate(raw).synthesize
+        synthesize(params, workers=1)
+        first = sorted((Path(params.out_dir) / "micro").rglob("*.jpg"))[0]
+        return _sheet(Path(params.out_dir)), first.read_bytes()
+
+    sheet_a, frame_a = render(tmp_path / "a", seed=3)
+    sheet_b, frame_b = render(tmp_path / "b", seed=3)
+    sheet_c, frame_c = render(tmp_path / "c", seed=4)
+    pd.testing.assert_frame_equal(sheet_a, sheet_b)
+    assert frame_a == frame_b
+    assert frame_a != frame_c
+
+
+def test_expression_curve_shape():
+    curve = expression_curve(50, onset=10, apex=20, offset=40)
+    assert curve[:11].max() == pytest.approx(0.0)
+    assert curve[20] == pytest.approx(1.0)
+    assert curve[40:].max() == pytest.approx(0.0)
+    assert np.all(np.diff(curve[10:21]) >= 0) and np.all(np.diff(curve[20:41]) <= 0)
+
+
+@pytest.mark.parametrize("au", [1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45])
+def test_every_action_unit_moves_the_face_and_micro_moves_it_less(au):
+    renderer = FaceRenderer(sample_identity(np.random.default_rng(au)), 128)
+    neutral = np.zeros((len(ACTION_UNITS), 2))
+    macro, micro = neutral.copy(), neutral.copy()
+    macro[AU_INDEX[au]] = 1.0
+    micro[AU_INDEX[au]] = 0.2
+    base = renderer.render(neutral).astype(int)
+    macro_change = np.abs(renderer.render(macro).astype(int) - base).sum()
+    micro_change = np.abs(renderer.render(micro).astype(int) - base).sum()
+    assert micro_change > 0, f"AU{au} at micro intensity must still change the image"
+    assert macro_change > 2.5 * micro_change
