@@ -8,6 +8,7 @@ file, no face, a bad sheet row — goes to the rejected table and the run carrie
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -224,7 +225,9 @@ def ingest(params: IngestParams, sources: list[DatasetSource] | None = None) -> 
     staged = staging_dir(out_dir / CLIPS_DIR)
     summaries, rejections = {}, []
     try:
-        pool = ProcessPoolExecutor(params.workers, initializer=_init_worker) if params.workers > 1 else None
+        # Spawn, not fork: OpenCV's thread pool deadlocks in a forked child.
+        pool = ProcessPoolExecutor(params.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker) if params.workers > 1 else None
         try:
             for source in sources:
                 summaries[source.name], rejected = _ingest_dataset(source, params, staged, pool)

@@ -155,10 +155,13 @@ class ShardWriter:
 def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     """Build a clip table from row dicts; `frames` are stacked into the tensor column."""
     tensor_type: pa.FixedShapeTensorType = schema.field("frames").type
-    frames = np.stack([np.asarray(r["frames"], dtype=np.uint8) for r in rows])
-    expected = (len(rows), *tensor_type.shape)
-    if frames.shape != expected:
-        raise ValueError(f"frames have shape {frames.shape}, schema expects {expected}")
+    shape = tuple(tensor_type.shape)
+    frames = np.empty((len(rows), *shape), np.uint8)
+    for i, row in enumerate(rows):
+        clip = np.asarray(row["frames"], dtype=np.uint8)
+        if clip.size != frames[i].size:  # a flat list (from to_pylist) of the right size is fine
+            raise ValueError(f"row {i}: frames have shape {clip.shape}, schema expects {shape}")
+        frames[i] = clip.reshape(shape)
     columns = {}
     for name in schema.names:
         if name == "frames":

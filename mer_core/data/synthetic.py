@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -551,7 +552,9 @@ def synthesize(params: SynthesizeParams, workers: int = 1) -> dict:
     macro_seeds = np.random.SeedSequence([params.seed, 2]).spawn(params.macro.subjects)
     micro_jobs = [(k + 1, s, params) for k, s in enumerate(micro_seeds)]
     macro_jobs = [(f"actor{k + 1:03d}", s, params) for k, s in enumerate(macro_seeds)]
-    with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Serial() as pool:
+    # Spawn, not fork: OpenCV's thread pool deadlocks in a forked child.
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=spawn) if workers > 1 else _Serial() as pool:
         micro_rows = [row for rows in pool.map(_write_micro_subject, micro_jobs) for row in rows]
         macro_rows = [row for rows in pool.map(_write_macro_subject, macro_jobs) for row in rows]
     _write_micro_sheet(out / "micro" / MICRO_SHEET_NAME, micro_rows)

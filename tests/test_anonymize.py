@@ -1,0 +1,107 @@
+"""Pseudonyms, key handling and the leak scan, on real Parquet shards."""
+
+import json
+import logging
+import os
+import stat
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from mer_core.data.anonymize import (
+    KeyError_,
+    LeakError,
+    PseudonymKey,
+    anonymize,
+    load_key,
+    pseudonym,
+    scan_for_leaks,
+)
+from mer_core.data.ingest import CLIPS_DIR, ingest
+from mer_core.data.store import clip_schema, read_clips, rows_to_table, write_table
+from tests.conftest import TEST_KEY_HEX
+
+
+@pytest.fixture(scope="module")
+def interim(tiny_synthetic, tiny_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("interim")
+    ingest(tiny_config.ingest.model_copy(update={"out_dir": out}))
+    return out / CLIPS_DIR
+
+
+def _key(hex_text: str = TEST_KEY_HEX) -> PseudonymKey:
+    return PseudonymKey(bytes.fromhex(hex_text), "env")
+
+
+def test_pseudonyms_are_stable_keyed_and_dataset_aware():
+    key, other = _key(), _key("ff" * 32)
+    assert pseudonym(key, "casme2", "sub01") == pseudonym(key, "casme2", "sub01")
+    assert pseudonym(key, "casme2", "sub01") != pseudonym(other, "casme2", "sub01")
+    assert pseudonym(key, "casme2", "sub01") != pseudonym(key, "samm", "sub01")
+    assert "sub01" not in pseudonym(key, "casme2", "sub01")
+
+
+def test_processed_data_has_no_raw_identifiers(interim, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    raw = read_clips(interim)
+    report = anonymize(interim, tmp_path / CLIPS_DIR, _key(), mask_outside_face=True, face_margin=0.15)
+    processed = read_clips(tmp_path / CLIPS_DIR)
+    assert report.rows == processed.num_rows == raw.num_rows
+    assert "source_path" not in processed.column_names
+    raw_subjects = set(raw["subject"].to_pylist())
+    assert raw_subjects.isdisjoint(processed["subject"].to_pylist())
+    assert len(set(processed["subject"].to_pylist())) == len(raw_subjects) == report.subjects
+    assert not any("/" in c for c in processed["clip_id"].to_pylist())
+    everything = json.dumps(processed.drop_columns(["frames"]).to_pylist()) + json.dumps(report.__dict__)
+    for subject in raw_subjects:
+        assert subject not in everything
+    assert TEST_KEY_HEX not in everything and TEST_KEY_HEX not in caplog.text
+    # Background masked: the crop's corners are black, the face is not.
+    frames = processed["frames"].combine_chunks().to_numpy_ndarray()
+    assert frames[:, :, 0, 0].max() == 0 and frames[:, :, 16, 16].mean() > 40
+
+
+def test_leak_scan_catches_a_planted_leak(interim, tmp_path):
+    table = read_clips(interim).drop_columns(["source_path"]).slice(0, 3)
+    rows = table.to_pylist()
+    rows[1]["action_units"] = f"4+{rows[0]['subject']}"  # a raw subject id smuggled into a text column
+    rows[2]["label"] = "/home/alice/casme2/sub01/EP01"  # a source path
+    schema = clip_schema(4, 32, with_source=False)
+    path = tmp_path / "leaky.parquet"
+    write_table(rows_to_table(rows, schema), path)
+    result = scan_for_leaks([path], {rows[0]["subject"]})
+    where = {f["where"]: f["count"] for f in result["findings"]}
+    assert where == {"column subject": 3, "column clip_id": 3, "column action_units": 1, "column label": 1}
+
+
+def test_a_leak_stops_the_stage_and_writes_nothing(interim, tmp_path, monkeypatch):
+    from mer_core.data import anonymize as module
+
+    monkeypatch.setattr(module, "pseudonym", lambda key, dataset, subject: subject)  # a broken pseudonymiser
+    with pytest.raises(LeakError, match="column subject"):
+        anonymize(interim, tmp_path / CLIPS_DIR, _key(), mask_outside_face=False, face_margin=0.15)
+    assert not (tmp_path / CLIPS_DIR).exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_key_file_created_private_outside_repo(tmp_path, monkeypatch):
+    monkeypatch.delenv("MER_PSEUDONYM_KEY", raising=False)
+    key_file = tmp_path / "secrets" / "pseudonym.key"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    first = load_key("MER_PSEUDONYM_KEY", key_file, repo_root=repo)
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    assert load_key("MER_PSEUDONYM_KEY", key_file, repo_root=repo).secret == first.secret
+    with pytest.raises(KeyError_, match="inside the working tree"):
+        load_key("MER_PSEUDONYM_KEY", repo / "k.key", repo_root=repo)
+    key_file.write_text("not hex")
+    with pytest.raises(KeyError_, match="not hex"):
+        load_key("MER_PSEUDONYM_KEY", key_file, repo_root=repo)
+    assert "not hex" not in repr(first) and first.secret.hex() not in repr(first)
+
+
+def test_env_key_wins(pseudonym_key, tmp_path):
+    key = load_key("MER_PSEUDONYM_KEY", tmp_path / "unused.key", repo_root=tmp_path / "repo")
+    assert key.source == "env" and key.secret == bytes.fromhex(pseudonym_key)
+    assert not (tmp_path / "unused.key").exists()
