@@ -15,10 +15,10 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install run test bench clean
 
+# torch first and pinned: an unpinned torch drags in gigabytes of CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first and pinned: an unpinned torch drags in gigabytes of CUDA wheels.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
@@ -32,7 +32,7 @@ test: install  ## the test suite (exit 5, "no tests collected", is not a failure
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
 bench: install  ## throughput figures (ingest frames/s, stage wall times)
-	$(BIN)/python -m mer_core.bench
+	$(BIN)/python benchmarks/bench_data.py
 
 clean:
 	rm -rf data reports .dvc/cache .dvc/tmp

@@ -1,0 +1,87 @@
+"""Data-stage figures on the default profile: wall time per stage, rows, ingest frames/s.
+
+Runs synthesize → ingest → anonymize → validate in a temporary folder with the repo's
+params.yaml (paths redirected), and prints one line per stage. Usage:
+    python benchmarks/bench_data.py [--params params.yaml] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def _redirect(raw: dict, root: Path) -> dict:
+    raw["synthesize"]["out_dir"] = str(root / "raw")
+    for source in raw["ingest"]["datasets"]:
+        source["root"] = str(root / "raw" / Path(source["root"]).name)
+    raw["ingest"]["out_dir"] = str(root / "interim")
+    raw["anonymize"].update(in_dir=str(root / "interim"), out_dir=str(root / "processed"),
+                            report=str(root / "anonymization.json"))
+    raw["validate"].update(in_dir=str(root / "processed"), report=str(root / "validation.json"), data_docs_dir=None)
+    return raw
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    from mer_core.config import Params
+    from mer_core.data import anonymize as anon
+    from mer_core.data.adapters import allowed_labels
+    from mer_core.data.ingest import CLIPS_DIR, ingest
+    from mer_core.data.synthetic import synthesize
+    from mer_core.data.validate import validate_clips
+
+    os.environ.setdefault("MER_PSEUDONYM_KEY", "ab" * 32)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        params = Params.model_validate(_redirect(yaml.safe_load(args.params.read_text()), root))
+        timings = {}
+
+        start = time.perf_counter()
+        counts = synthesize(params.synthesize, workers=args.workers)
+        timings["synthesize"] = time.perf_counter() - start
+        print(f"synthesize  {timings['synthesize']:7.1f} s  micro clips {counts['micro']['clips']}, "
+              f"macro videos {counts['macro']['clips']}")
+
+        start = time.perf_counter()
+        summaries = ingest(params.ingest.model_copy(update={"workers": args.workers}))
+        timings["ingest"] = time.perf_counter() - start
+        frames = sum(s.frames_decoded for s in summaries.values())
+        rows = sum(s.rows for s in summaries.values())
+        print(f"ingest      {timings['ingest']:7.1f} s  rows {rows}, rejected "
+              f"{sum(s.rejected for s in summaries.values())}, frames decoded {frames}, "
+              f"{frames / timings['ingest']:.0f} frames/s overall "
+              + ", ".join(f"{n} {s.frames_per_second:.0f} frames/s" for n, s in summaries.items()))
+
+        start = time.perf_counter()
+        key = anon.load_key(params.anonymize.key_env, params.anonymize.key_file)
+        report = anon.anonymize(params.ingest.out_dir / CLIPS_DIR, params.anonymize.out_dir / CLIPS_DIR, key,
+                                True, params.ingest.face_margin)
+        timings["anonymize"] = time.perf_counter() - start
+        print(f"anonymize   {timings['anonymize']:7.1f} s  rows {report.rows}, subjects {report.subjects}")
+
+        start = time.perf_counter()
+        labels = {d.name: allowed_labels(d.adapter, d.labels) for d in params.ingest.datasets}
+        result = validate_clips(params.validate_.in_dir / CLIPS_DIR, params.validate_,
+                                {k: set(v) for k, v in labels.items() if v})
+        timings["validate"] = time.perf_counter() - start
+        print(f"validate    {timings['validate']:7.1f} s  success {result.success}, rows {result.rows}")
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"total       {sum(timings.values()):7.1f} s  peak RSS of this process {peak:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Image encoders shared by pre-training and fine-tuning.
+
+Every encoder maps (B, C, H, W) to spatial tokens (B, N, D) in `forward_features` and
+pools them to (B, D) in `forward_head`, so one network serves MA2MI, the contrastive
+objective and both MIACNet branches, and the ablation compares objectives, not
+architectures.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from mer_core.models.registry import register_model
+
+
+class Encoder(nn.Module):
+    """Interface: `forward_features` → tokens (B, N, D); `forward_head` → (B, D)."""
+
+    embed_dim: int
+    num_tokens: int
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.norm(tokens.mean(dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(Encoder):
+    """A small ViT without a class token: the spatial tokens are the features."""
+
+    def __init__(self, img_size: int = 64, patch: int = 8, in_chans: int = 3, dim: int = 192, depth: int = 4,
+                 heads: int = 3, dropout: float = 0.0):
+        super().__init__()
+        self.embed_dim, self.num_tokens = dim, (img_size // patch) ** 2
+        self.patch_embed = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.Sequential(*[Block(dim, heads, dropout=dropout) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.token_norm = nn.LayerNorm(dim)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, D)
+        return self.token_norm(self.blocks(tokens + self.pos_embed))
+
+
+class ConvEncoder(Encoder):
+    """A small residual CNN; its last feature map, flattened, gives the tokens."""
+
+    def __init__(self, img_size: int = 64, in_chans: int = 3, widths: tuple[int, ...] = (32, 64, 128, 192)):
+        super().__init__()
+        layers, prev = [], in_chans
+        for i, width in enumerate(widths):
+            layers.append(_ResidualStage(prev, width, stride=1 if i == 0 else 2))
+            prev = width
+        self.stages = nn.Sequential(*layers)
+        self.embed_dim = widths[-1]
+        side = img_size // 2 ** (len(widths) - 1)
+        self.num_tokens = side * side
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, self.embed_dim))
+        self.norm = nn.LayerNorm(self.embed_dim)
+        self.token_norm = nn.LayerNorm(self.embed_dim)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        fmap = self.stages(x)  # (B, D, h, w)
+        return self.token_norm(fmap.flatten(2).transpose(1, 2) + self.pos_embed)
+
+
+class _ResidualStage(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.norm1 = nn.GroupNorm(8, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.norm2 = nn.GroupNorm(8, cout)
+        self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.GroupNorm(8, cout))
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.norm1(self.conv1(x)))
+        return self.act(self.norm2(self.conv2(h)) + self.skip(x))
+
+
+@register_model
+def vit_tiny_patch8_64(**kwargs) -> VisionTransformer:
+    return VisionTransformer(**{"img_size": 64, "patch": 8, "dim": 192, "depth": 4, "heads": 3, **kwargs})
+
+
+@register_model
+def vit_small_patch16_112(**kwargs) -> VisionTransformer:
+    """ViT-S/16 at 112 px: the GPU profile's encoder."""
+    return VisionTransformer(**{"img_size": 112, "patch": 16, "dim": 384, "depth": 12, "heads": 6, **kwargs})
+
+
+@register_model
+def cnn_small_64(**kwargs) -> ConvEncoder:
+    return ConvEncoder(**{"img_size": 64, "widths": (32, 64, 128, 192), **kwargs})
+
+
+@register_model
+def cnn_tiny_64(**kwargs) -> ConvEncoder:
+    return ConvEncoder(**{"img_size": 64, "widths": (16, 32, 64, 96), **kwargs})

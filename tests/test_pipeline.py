@@ -1,0 +1,79 @@
+"""The DVC pipeline end to end in a temporary copy of the repo, on the tiny profile."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tests.conftest import REPO, TEST_KEY_HEX, tiny_params
+
+pytestmark = pytest.mark.integration
+
+
+def _copy_repo(dest: Path) -> Path:
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for name in tracked:
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MER_PSEUDONYM_KEY": TEST_KEY_HEX, "MER_LOG_LEVEL": "WARNING",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = _copy_repo(tmp_path_factory.mktemp("repo"))
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(Path("."))))
+    return repo
+
+
+def test_dvc_repro_runs_the_data_stages(repo):
+    result = _run([sys.executable, "-m", "dvc", "repro"], repo)
+    for stage in ("synthesize", "ingest", "anonymize", "validate"):
+        assert f"Running stage '{stage}'" in result.stdout
+    processed = pq.read_table(repo / "data/processed/clips", columns=["clip_id", "subject", "kind", "label",
+                                                                      "onset", "apex", "offset", "frames"])
+    assert set(processed["kind"].to_pylist()) == {"macro", "micro"}
+    assert (repo / "data/interim/rejected.parquet").exists()
+    assert all(s.startswith("s-") for s in processed["subject"].to_pylist())
+    for report in ("ingest", "anonymization", "validation"):
+        assert (repo / "reports" / f"{report}.json").exists()
+    assert (repo / "dvc.lock").exists()
+
+
+def test_second_repro_reruns_nothing(repo):
+    result = _run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert "Running stage" not in result.stdout
+    assert "Data and pipelines are up to date" in result.stdout
+
+
+def test_changed_param_reruns_only_downstream(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["validate"]["min_pixel_std"] = 2.5
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert "Running stage 'validate'" in result.stdout
+    assert "Running stage 'ingest'" not in result.stdout
+
+
+def test_a_wrong_params_key_stops_with_its_name(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["anonymize"]["mask_outside_faces"] = True
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run(["mer", "anonymize"], cwd=repo, capture_output=True, text=True,
+                            env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 1
+    assert "unknown key 'anonymize.mask_outside_faces'" in result.stderr
