@@ -39,7 +39,7 @@ def tiny_params(root: Path) -> dict:
     params["anonymize"].update(in_dir=str(root / "data/interim"), out_dir=str(root / "data/processed"),
                                report=str(root / "reports/anonymization.json"))
     params["validate"].update(in_dir=str(root / "data/processed"), report=str(root / "reports/validation.json"),
-                              data_docs_dir=None, min_clips_per_class=1, min_clips_per_subject=1)
+                              data_docs_dir=str(root / "reports/data_docs"), min_clips_per_class=1, min_clips_per_subject=1)
     return params
 
 

@@ -127,7 +127,7 @@ def validate_clips(clips_dir: Path, params: ValidateParams, allowed_labels: dict
     ):
         checks += run_expectations(context, batch, frame, expectations, index_columns)
     if params.data_docs_dir is not None:
-        build_data_docs(context, Path(params.data_docs_dir))
+        build_data_docs(context, Path(params.data_docs_dir).resolve())  # GX wants an absolute path
     return ValidationResult(success=all(c["success"] for c in checks), checks=checks, rows=len(clips))
 
 
