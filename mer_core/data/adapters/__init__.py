@@ -77,6 +77,14 @@ def macro_windows(n_frames: int, count: int, stride: int, windows: int,
     return [[s + k * stride for k in range(count)] for s in starts]
 
 
+def cell_text(value) -> str | None:
+    """A sheet or CSV cell as stripped text; None for empty cells and NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
 def parse_frame_number(value, column: str) -> int:
     """An annotation cell as a frame number; ValueError with the column name otherwise."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "":

@@ -17,6 +17,7 @@ from mer_core.data.adapters import (
     AdapterResult,
     AnnotationError,
     RawClip,
+    cell_text,
     micro_frame_numbers,
     numbered_images,
     parse_frame_number,
@@ -70,27 +71,21 @@ def subject_folder(value) -> str:
         raise ValueError(f"Subject is not a subject number: {value!r}") from None
 
 
-def _text(value) -> str | None:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return None
-    text = str(value).strip()
-    return text or None
-
 
 def _parse_row(row: pd.Series, root: Path, fps: float, frames_per_clip: int, allowed: frozenset[str]) -> RawClip:
     """One sheet row as a RawClip; ValueError saying what is wrong otherwise."""
     subject = subject_folder(row["Subject"])
-    filename = _text(row["Filename"])
+    filename = cell_text(row["Filename"])
     if filename is None:
         raise ValueError("Filename is missing")
-    label = (_text(row["Estimated Emotion"]) or "").lower()
+    label = (cell_text(row["Estimated Emotion"]) or "").lower()
     if label not in allowed:
         raise ValueError(f"unknown emotion {row['Estimated Emotion']!r}; expected one of {sorted(allowed)}")
     onset = parse_frame_number(row["OnsetFrame"], "OnsetFrame")
     offset = parse_frame_number(row["OffsetFrame"], "OffsetFrame")
     if onset > offset:
         raise ValueError(f"OnsetFrame {onset} is after OffsetFrame {offset}")
-    if _text(row["ApexFrame"]) == UNKNOWN_APEX:
+    if cell_text(row["ApexFrame"]) == UNKNOWN_APEX:
         apex = (onset + offset) // 2
         log.info("%s/%s: apex marked '/', using the midpoint %d", subject, filename, apex)
     else:
@@ -110,7 +105,7 @@ def _parse_row(row: pd.Series, root: Path, fps: float, frames_per_clip: int, all
                          f"(has {min(images)}..{max(images)}, {len(images)} images)")
     return RawClip(
         item=f"{subject}/{filename}", subject=subject, label=label, onset=onset, apex=apex, offset=offset,
-        fps=fps, action_units=_text(row.get("Action Units")), frames=tuple((n, images[n]) for n in numbers),
+        fps=fps, action_units=cell_text(row.get("Action Units")), frames=tuple((n, images[n]) for n in numbers),
     )
 
 
@@ -123,7 +118,7 @@ def read_casme2(name: str, root: Path, *, annotation: str | None, fps: float | N
     clips, rejections, seen = [], [], set()
     for index, row in sheet.iterrows():
         where = f"{sheet_path.name} row {index + 2}"  # +1 for the header, +1 for 1-based rows
-        if all(_text(row[c]) is None for c in REQUIRED_COLUMNS):
+        if all(cell_text(row[c]) is None for c in REQUIRED_COLUMNS):
             continue  # blank spacer rows are common at the end of sheets
         try:
             clip = _parse_row(row, root, fps or DEFAULT_FPS, frames_per_clip, allowed)

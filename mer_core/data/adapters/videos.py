@@ -9,23 +9,16 @@ rejected without being opened.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
-from mer_core.data.adapters import AdapterResult, AnnotationError, RawClip, parse_frame_number
+from mer_core.data.adapters import AdapterResult, AnnotationError, RawClip, cell_text, parse_frame_number
 from mer_core.data.store import Rejection
 from mer_core.data.video import VIDEO_SUFFIXES
 
 DEFAULT_MANIFEST = "manifest.csv"
 
-
-def _text(value) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    text = str(value).strip()
-    return text or None
 
 
 def resolve_inside(root: Path, relative: str) -> Path:
@@ -42,22 +35,22 @@ def resolve_inside(root: Path, relative: str) -> Path:
 
 
 def _optional_frame(row: pd.Series, column: str) -> int | None:
-    if column not in row.index or _text(row[column]) is None:
+    if column not in row.index or cell_text(row[column]) is None:
         return None
     return parse_frame_number(row[column], column)
 
 
 def _parse_manifest_row(row: pd.Series, root: Path, allowed: frozenset[str] | None) -> RawClip:
-    relative = _text(row.get("path"))
+    relative = cell_text(row.get("path"))
     if relative is None:
         raise ValueError("path is missing")
     path = resolve_inside(root, relative)
     if not path.is_file():
         raise ValueError(f"video {relative} does not exist")
-    subject = _text(row.get("subject"))
+    subject = cell_text(row.get("subject"))
     if subject is None:
         raise ValueError("subject is missing")
-    label = _text(row.get("label"))
+    label = cell_text(row.get("label"))
     if label is not None and allowed is not None and label not in allowed:
         raise ValueError(f"unknown label {label!r}; expected one of {sorted(allowed)}")
     onset, apex, offset = (_optional_frame(row, c) for c in ("onset", "apex", "offset"))
@@ -65,7 +58,7 @@ def _parse_manifest_row(row: pd.Series, root: Path, allowed: frozenset[str] | No
     if present != sorted(present):
         raise ValueError(f"onset/apex/offset out of order: {onset}/{apex}/{offset}")
     return RawClip(item=relative, subject=subject, label=label, onset=onset, apex=apex, offset=offset,
-                   fps=None, action_units=_text(row.get("action_units")), video=path)
+                   fps=None, action_units=cell_text(row.get("action_units")), video=path)
 
 
 def _read_manifest(name: str, root: Path, manifest: Path, allowed: frozenset[str] | None) -> AdapterResult:
