@@ -4,6 +4,7 @@ project's own generator, in the real on-disk layouts."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ for _name, _value in {
     "DVC_NO_ANALYTICS": "1",
     "GX_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
+    # Prefect's ephemeral database lives in a throwaway home, not in ~/.prefect.
+    "PREFECT_HOME": tempfile.mkdtemp(prefix="mer-prefect-"),
 }.items():
     os.environ.setdefault(_name, _value)
 

@@ -70,10 +70,25 @@ def test_changed_param_reruns_only_downstream(repo):
 
 
 def test_a_wrong_params_key_stops_with_its_name(repo):
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    good = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(good)
     params["anonymize"]["mask_outside_faces"] = True
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run(["mer", "anonymize"], cwd=repo, capture_output=True, text=True,
-                            env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    try:
+        result = subprocess.run(["mer", "anonymize"], cwd=repo, capture_output=True, text=True,
+                                env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    finally:
+        (repo / "params.yaml").write_text(good)
     assert result.returncode == 1
     assert "unknown key 'anonymize.mask_outside_faces'" in result.stderr
+
+
+def test_prefect_flow_runs_the_stages(repo, monkeypatch):
+    """A real Prefect flow run (ephemeral API): catches a broken prefect/fastapi resolution."""
+    from flows.pipeline import mer_pipeline
+
+    monkeypatch.setenv("MER_PSEUDONYM_KEY", TEST_KEY_HEX)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    outputs = mer_pipeline(repo=str(repo))
+    assert set(outputs) == {"synthesize", "ingest", "anonymize", "validate"}
+    assert all("didn't change, skipping" in out or "Running stage" in out for out in outputs.values())
