@@ -29,9 +29,9 @@ class StageFailed(RuntimeError):
 
 def _known_errors() -> tuple[type[Exception], ...]:
     from mer_core.data.adapters import AnnotationError
-    from mer_core.data.anonymize import KeyError_, LeakError
+    from mer_core.data.anonymize import PseudonymKeyError, LeakError
 
-    return ParamsError, AnnotationError, KeyError_, LeakError, FileNotFoundError, StageFailed
+    return ParamsError, AnnotationError, PseudonymKeyError, LeakError, FileNotFoundError, StageFailed
 
 
 def stage(fn: Callable) -> Callable:

@@ -5,12 +5,10 @@ import logging
 import os
 import stat
 
-import numpy as np
-import pyarrow as pa
 import pytest
 
 from mer_core.data.anonymize import (
-    KeyError_,
+    PseudonymKeyError,
     LeakError,
     PseudonymKey,
     anonymize,
@@ -93,10 +91,10 @@ def test_key_file_created_private_outside_repo(tmp_path, monkeypatch):
     first = load_key("MER_PSEUDONYM_KEY", key_file, repo_root=repo)
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
     assert load_key("MER_PSEUDONYM_KEY", key_file, repo_root=repo).secret == first.secret
-    with pytest.raises(KeyError_, match="inside the working tree"):
+    with pytest.raises(PseudonymKeyError, match="inside the working tree"):
         load_key("MER_PSEUDONYM_KEY", repo / "k.key", repo_root=repo)
     key_file.write_text("not hex")
-    with pytest.raises(KeyError_, match="not hex"):
+    with pytest.raises(PseudonymKeyError, match="not hex"):
         load_key("MER_PSEUDONYM_KEY", key_file, repo_root=repo)
     assert "not hex" not in repr(first) and first.secret.hex() not in repr(first)
 

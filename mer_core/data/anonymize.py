@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 KEY_BYTES = 32
 
 
-class KeyError_(RuntimeError):
+class PseudonymKeyError(RuntimeError):
     """The pseudonym key is unreadable, malformed, or stored where it could leak."""
 
 
@@ -68,9 +68,9 @@ def _parse_key(text: str, where: str) -> bytes:
     try:
         secret = bytes.fromhex(text)
     except ValueError:
-        raise KeyError_(f"pseudonym key from {where} is not hex") from None
+        raise PseudonymKeyError(f"pseudonym key from {where} is not hex") from None
     if len(secret) < 16:
-        raise KeyError_(f"pseudonym key from {where} is {len(secret)} bytes; at least 16 are needed")
+        raise PseudonymKeyError(f"pseudonym key from {where} is {len(secret)} bytes; at least 16 are needed")
     return secret
 
 
@@ -78,7 +78,7 @@ def load_key(env_var: str, key_file: Path, repo_root: Path | None = None) -> Pse
     """The pseudonym key: `$env_var` (hex) if set, else `key_file`, created on first use.
 
     Raises:
-        KeyError_: the key is malformed or unreadable, or the key file lies inside the
+        PseudonymKeyError: the key is malformed or unreadable, or the key file lies inside the
             repository (where it could be committed).
     """
     if os.environ.get(env_var):
@@ -86,13 +86,13 @@ def load_key(env_var: str, key_file: Path, repo_root: Path | None = None) -> Pse
     path = Path(key_file).expanduser().resolve()
     root = (repo_root or Path.cwd()).resolve()
     if path.is_relative_to(root):
-        raise KeyError_(f"key file {path} is inside the working tree {root}; keep it outside the repository")
+        raise PseudonymKeyError(f"key file {path} is inside the working tree {root}; keep it outside the repository")
     if not path.exists():
         return PseudonymKey(_create_key_file(path), "file")
     try:
         return PseudonymKey(_parse_key(path.read_text(), f"key file {path}"), "file")
     except OSError as exc:
-        raise KeyError_(f"cannot read key file {path}: {exc.strerror}") from None
+        raise PseudonymKeyError(f"cannot read key file {path}: {exc.strerror}") from None
 
 
 def _create_key_file(path: Path) -> bytes:
