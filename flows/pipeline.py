@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 DATA_STAGES = ("synthesize", "ingest", "anonymize", "validate")
+LEARNING_STAGES = ("pretrain", "finetune", "evaluate")
 
 
 class StageError(RuntimeError):
@@ -32,7 +33,7 @@ def reproduce_stage(stage: str, repo: str) -> str:
 
 
 @flow(name="mer-pipeline")
-def mer_pipeline(repo: str = ".", stages: list[str] = list(DATA_STAGES)) -> dict[str, str]:
+def mer_pipeline(repo: str = ".", stages: list[str] = list(DATA_STAGES + LEARNING_STAGES)) -> dict[str, str]:
     """Reproduce `stages` in order; the first failure fails the flow run."""
     repo = str(Path(repo).resolve())
     return {stage: reproduce_stage(stage, repo) for stage in stages}

@@ -29,7 +29,7 @@ class StageFailed(RuntimeError):
 
 def _known_errors() -> tuple[type[Exception], ...]:
     from mer_core.data.adapters import AnnotationError
-    from mer_core.data.anonymize import PseudonymKeyError, LeakError
+    from mer_core.data.anonymize import LeakError, PseudonymKeyError
 
     return ParamsError, AnnotationError, PseudonymKeyError, LeakError, FileNotFoundError, StageFailed
 
@@ -116,6 +116,80 @@ def validate(params: Path = ParamsOption) -> None:
     typer.echo(result.summary())
     if not result.success:
         raise StageFailed(f"validation failed; see {v.report}")
+
+
+def _datasets_of_kind(params, kind: str) -> list[str]:
+    names = [d.name for d in params.ingest.datasets if d.kind == kind]
+    if not names:
+        raise ParamsError(f"ingest.datasets has no {kind} data set")
+    return names
+
+
+@app.command()
+@stage
+def pretrain(params: Path = ParamsOption) -> None:
+    """Self-supervised pre-training (MA2MI, ContraWarping, both) on the macro clips."""
+    from mer_core.data.ingest import CLIPS_DIR
+    from mer_core.training.pretrain import run_pretraining
+
+    p = load_params(params)
+    t = p.pretrain
+    dirs = [Path(t.in_dir) / CLIPS_DIR / name for name in _datasets_of_kind(p, "macro")]
+    report = run_pretraining(t, dirs, p.ingest.crop_size)
+    write_json(t.report, report)
+    for variant, result in report["variants"].items():
+        last = result["history"][-1]
+        typer.echo(f"{variant}: {result['epochs']} epochs on {result['clips']} clips in {result['seconds']} s, "
+                   f"final loss {last['loss']:.3f}")
+
+
+@app.command()
+@stage
+def finetune(params: Path = ParamsOption) -> None:
+    """MIACNet under leave-one-subject-out for every ablation variant and seed, then the final model."""
+    from mer_core.data.store import write_table
+    from mer_core.evaluation.report import predictions_table
+    from mer_core.training.finetune import run_finetuning
+
+    p = load_params(params)
+    f = p.finetune
+    rows, report = run_finetuning(f, _datasets_of_kind(p, "micro"), p.pretrain.encoder)
+    write_table(predictions_table(rows, report["classes"]), Path(f.predictions))
+    write_json(f.report, report)
+    typer.echo(f"{len(rows)} held-out predictions over {report['subjects']} subjects; final model "
+               f"{report['final_model']['path']}")
+
+
+@app.command()
+@stage
+def evaluate(params: Path = ParamsOption) -> None:
+    """UF1, UAR and accuracy from the LOSO predictions; the ablation table; the confusion plot."""
+    import csv
+    import io
+
+    from mer_core.data.store import write_text_atomically
+    from mer_core.evaluation import report as rep
+    from mer_core.evaluation.protocols import composite_label
+
+    p = load_params(params)
+    e = p.evaluate
+    adapters = {d.name: d.adapter for d in p.ingest.datasets}
+    rows = rep.read_predictions(e.predictions)
+    metrics = rep.metrics_report(rows, p.finetune.variant, lambda ds, label: composite_label(adapters[ds], label))
+    ablation = rep.ablation_report(rows, p.finetune.ablation)
+    write_json(e.metrics, metrics)
+    write_json(e.ablation, ablation)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["actual", "predicted"])
+    writer.writeheader()
+    writer.writerows(rep.confusion_rows(rows, p.finetune.variant))
+    write_text_atomically(Path(e.plots_dir) / "confusion.csv", buffer.getvalue())
+    typer.echo(f"{metrics['variant']}: UF1 {metrics['uf1']:.3f} ± {metrics['uf1_std']:.3f}, "
+               f"UAR {metrics['uar']:.3f} ± {metrics['uar_std']:.3f}, accuracy {metrics['accuracy']:.3f}")
+    for variant, entry in ablation["variants"].items():
+        typer.echo(f"  {variant:12s} UF1 {entry['uf1']:.3f} ± {entry['uf1_std']:.3f}  UAR {entry['uar']:.3f}")
+    if ablation["ceiling"]:
+        typer.echo(f"  ceiling      UF1 {ablation['ceiling']['uf1']:.3f} (AU oracle)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -97,6 +97,9 @@ class IngestParams(_Section):
     windows_per_video: int = Field(4, ge=1)
     face_margin: float = Field(0.15, ge=0, le=1)
     min_face_px: int = Field(48, ge=16)
+    # Register every frame of a clip to its first (sub-pixel translation inside the face):
+    # head jitter is as large as a micro-expression and would swamp the motion otherwise.
+    stabilize: bool = True
     rows_per_shard: int = Field(512, ge=1)
     row_group_size: int = Field(64, ge=1)
     workers: int = Field(2, ge=1)
@@ -128,11 +131,86 @@ class ValidateParams(_Section):
     min_pixel_std: float = Field(3.0, ge=0)
 
 
+PretrainVariant = Literal["ma2mi", "contrastive", "both"]
+FinetuneVariant = Literal["scratch", "ma2mi", "contrastive", "both"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class PretrainParams(_Section):
+    """Self-supervised pre-training on the macro clips (MA2MI and/or ContraWarping)."""
+
+    in_dir: Path = Path("data/processed")
+    out_dir: Path = Path("models/encoders")
+    checkpoint_dir: Path = Path("models/checkpoints/pretrain")
+    report: Path = Path("reports/pretrain.json")
+    encoder: str = "vit_mini_patch8_64"
+    # Every variant the ablation needs; "both" trains MA2MI and ContraWarping jointly.
+    variants: list[PretrainVariant] = ["ma2mi", "contrastive", "both"]
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: int = Field(2, ge=0)
+    # MA2MI: the step k between the current and the future frame, drawn from [1, max_step].
+    max_step: int = Field(3, ge=1)
+    contrastive_weight: float = Field(1.0, ge=0)  # weight of ContraWarping in "both"
+    temperature: float = Field(0.1, gt=0)
+    seed: int = 0
+    device: Device = "auto"
+    compile: bool = True  # torch.compile, on CUDA only
+    loader_workers: int = Field(0, ge=0)
+
+
+class FinetuneParams(_Section):
+    """MIACNet fine-tuning on the micro clips under leave-one-subject-out."""
+
+    in_dir: Path = Path("data/processed")
+    encoders_dir: Path = Path("models/encoders")
+    checkpoint_dir: Path = Path("models/checkpoints/finetune")
+    predictions: Path = Path("reports/predictions.parquet")
+    final_model: Path = Path("models/final.pt")
+    report: Path = Path("reports/finetune.json")
+    variant: FinetuneVariant = "ma2mi"  # the encoder the shipped model starts from
+    ablation: list[FinetuneVariant] = ["scratch", "ma2mi", "contrastive", "both"]
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    label_column: Literal["label", "label3"] = "label"
+    epochs: int = Field(80, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    # Encoders stay frozen and only MIACNet's fusion head trains (the tokens are computed
+    # once per run): a few hundred micro clips overfit a whole encoder. Every variant,
+    # scratch (random encoders) included, gets the same protocol, so the ablation
+    # compares what pre-training put into the encoders. False trains them end to end.
+    freeze_encoders: bool = True
+    device: Device = "auto"
+    workers: int = Field(2, ge=1)  # processes over (variant, seed) runs on CPU
+
+
+class EvaluateParams(_Section):
+    predictions: Path = Path("reports/predictions.parquet")
+    metrics: Path = Path("reports/metrics.json")
+    ablation: Path = Path("reports/ablation.json")
+    plots_dir: Path = Path("reports/plots")
+
+
 class Params(_Section):
     synthesize: SynthesizeParams = SynthesizeParams()
     ingest: IngestParams
     anonymize: AnonymizeParams = AnonymizeParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    pretrain: PretrainParams = PretrainParams()
+    finetune: FinetuneParams = FinetuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
+
+    @model_validator(mode="after")
+    def _variants_pretrained(self) -> "Params":
+        needed = {self.finetune.variant, *self.finetune.ablation} - {"scratch"}
+        missing = needed - set(self.pretrain.variants)
+        if missing:
+            raise ValueError(f"finetune uses encoders {sorted(missing)} that pretrain.variants does not train")
+        return self
 
 
 def _describe(error: ValidationError, source: Path) -> str:
@@ -144,6 +222,28 @@ def _describe(error: ValidationError, source: Path) -> str:
         else:
             lines.append(f"  - '{key}': {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def apply_profile(raw: dict, source: Path) -> dict:
+    """Merge `profiles[profile]` over the stage sections (`profile: default` merges nothing).
+
+    A profile is a set of overrides for another machine (e.g. `gpu`: real pre-training
+    sizes); select it in params.yaml or with `dvc exp run -S profile=gpu`.
+    """
+    raw = dict(raw)
+    profile, profiles = raw.pop("profile", "default"), raw.pop("profiles", None) or {}
+    if profile == "default":
+        return raw
+    if profile not in profiles:
+        raise ParamsError(f"{source}: profile {profile!r} is not one of profiles: {sorted(profiles) or 'none'}")
+    return _merge(raw, profiles[profile])
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
@@ -163,6 +263,6 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of stage sections, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(apply_profile(raw, path))
     except ValidationError as exc:
         raise ParamsError(_describe(exc, path)) from None

@@ -35,7 +35,7 @@ def tiny_params(root: Path) -> dict:
     synth["micro"].update(subjects=3, clips_per_subject=4, fps=50)
     synth["macro"].update(subjects=2, clips_per_subject=2, fps=15, duration_s={"low": 0.8, "high": 1.2})
     ingest = params["ingest"]
-    ingest.update(out_dir=str(root / "data/interim"), crop_size=32, frames_per_clip=4, windows_per_video=2,
+    ingest.update(out_dir=str(root / "data/interim"), crop_size=64, frames_per_clip=4, windows_per_video=2,
                   workers=1, rows_per_shard=8, row_group_size=4)
     ingest["datasets"][0].update(root=str(root / "data/raw/synthetic/micro"), fps=50)
     ingest["datasets"][1].update(root=str(root / "data/raw/synthetic/macro"))
@@ -43,6 +43,17 @@ def tiny_params(root: Path) -> dict:
                                report=str(root / "reports/anonymization.json"))
     params["validate"].update(in_dir=str(root / "data/processed"), report=str(root / "reports/validation.json"),
                               data_docs_dir=str(root / "reports/data_docs"), min_clips_per_class=1, min_clips_per_subject=1)
+    params["pretrain"].update(in_dir=str(root / "data/processed"), out_dir=str(root / "models/encoders"),
+                              checkpoint_dir=str(root / "models/checkpoints/pretrain"),
+                              report=str(root / "reports/pretrain.json"), epochs=2, batch_size=4)
+    params["finetune"].update(in_dir=str(root / "data/processed"), encoders_dir=str(root / "models/encoders"),
+                              checkpoint_dir=str(root / "models/checkpoints/finetune"),
+                              predictions=str(root / "reports/predictions.parquet"),
+                              final_model=str(root / "models/final.pt"), report=str(root / "reports/finetune.json"),
+                              epochs=3, seeds=[0, 1], workers=1)
+    params["evaluate"].update(predictions=str(root / "reports/predictions.parquet"),
+                              metrics=str(root / "reports/metrics.json"), ablation=str(root / "reports/ablation.json"),
+                              plots_dir=str(root / "reports/plots"))
     return params
 
 
@@ -53,9 +64,9 @@ def tiny_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_config(tiny_root):
-    from mer_core.config import Params
+    from mer_core.config import Params, apply_profile
 
-    return Params.model_validate(tiny_params(tiny_root))
+    return Params.model_validate(apply_profile(tiny_params(tiny_root), Path("tiny params")))
 
 
 @pytest.fixture(scope="session")

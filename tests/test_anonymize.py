@@ -57,7 +57,7 @@ def test_processed_data_has_no_raw_identifiers(interim, tmp_path, caplog):
     assert TEST_KEY_HEX not in everything and TEST_KEY_HEX not in caplog.text
     # Background masked: the crop's corners are black, the face is not.
     frames = processed["frames"].combine_chunks().to_numpy_ndarray()
-    assert frames[:, :, 0, 0].max() == 0 and frames[:, :, 16, 16].mean() > 40
+    assert frames[:, :, 0, 0].max() == 0 and frames[:, :, 32, 32].mean() > 40
 
 
 def test_leak_scan_catches_a_planted_leak(interim, tmp_path):
@@ -65,7 +65,7 @@ def test_leak_scan_catches_a_planted_leak(interim, tmp_path):
     rows = table.to_pylist()
     rows[1]["action_units"] = f"4+{rows[0]['subject']}"  # a raw subject id smuggled into a text column
     rows[2]["label"] = "/home/alice/casme2/sub01/EP01"  # a source path
-    schema = clip_schema(4, 32, with_source=False)
+    schema = clip_schema(4, 64, with_source=False)
     path = tmp_path / "leaky.parquet"
     write_table(rows_to_table(rows, schema), path)
     result = scan_for_leaks([path], {rows[0]["subject"]})

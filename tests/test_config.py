@@ -51,3 +51,29 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("ingest: [unclosed")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_gpu_profile_merges_over_the_sections(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "gpu"
+    loaded = load_params(_write(tmp_path, params))
+    assert loaded.pretrain.encoder == "vit_small_patch16_112" and loaded.ingest.crop_size == 112
+    assert loaded.pretrain.temperature == params["pretrain"]["temperature"]  # untouched keys survive
+
+
+def test_unknown_profile_and_unknown_key_inside_a_profile(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "tpu"
+    with pytest.raises(ParamsError, match=r"profile 'tpu'"):
+        load_params(_write(tmp_path, params))
+    params["profile"] = "gpu"
+    params["profiles"]["gpu"]["pretrain"]["epochz"] = 3
+    with pytest.raises(ParamsError, match=r"unknown key 'pretrain.epochz'"):
+        load_params(_write(tmp_path, params))
+
+
+def test_finetune_needs_its_encoders_pretrained(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["pretrain"]["variants"] = ["ma2mi"]
+    with pytest.raises(ParamsError, match=r"contrastive"):
+        load_params(_write(tmp_path, params))

@@ -46,7 +46,7 @@ def test_good_items_arrive_as_clip_rows(ingested, tiny_config):
     assert summaries["synth_micro"].rows == kinds.count("micro") == 3 * 4 - 1
     assert kinds.count("macro") == summaries["synth_macro"].rows >= 2 * 2  # several windows per video
     frames = frames_to_numpy(table["frames"])
-    assert frames.shape[1:] == (4, 32, 32, 3)
+    assert frames.shape[1:] == (4, 64, 64, 3)
     assert frames.std() > 10, "crops carry a face, not a blank"
     micro = [r for r in table.drop_columns(["frames"]).to_pylist() if r["kind"] == "micro"]
     for row in micro:

@@ -1,5 +1,6 @@
 """The DVC pipeline end to end in a temporary copy of the repo, on the tiny profile."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import torch
 import pytest
 import yaml
 
@@ -40,9 +42,9 @@ def repo(tmp_path_factory) -> Path:
     return repo
 
 
-def test_dvc_repro_runs_the_data_stages(repo):
+def test_dvc_repro_runs_every_stage(repo):
     result = _run([sys.executable, "-m", "dvc", "repro"], repo)
-    for stage in ("synthesize", "ingest", "anonymize", "validate"):
+    for stage in ("synthesize", "ingest", "anonymize", "validate", "pretrain", "finetune", "evaluate"):
         assert f"Running stage '{stage}'" in result.stdout
     processed = pq.read_table(repo / "data/processed/clips", columns=["clip_id", "subject", "kind", "label",
                                                                       "onset", "apex", "offset", "frames"])
@@ -52,6 +54,30 @@ def test_dvc_repro_runs_the_data_stages(repo):
     for report in ("ingest", "anonymization", "validation"):
         assert (repo / "reports" / f"{report}.json").exists()
     assert (repo / "dvc.lock").exists()
+
+
+def test_learning_stages_report_honest_loso(repo):
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert {"uf1", "uar", "accuracy"} <= set(metrics) and 0 <= metrics["uf1"] <= 1
+    ablation = json.loads((repo / "reports/ablation.json").read_text())
+    assert set(ablation["variants"]) == {"scratch", "ma2mi", "contrastive", "both"}
+    assert all(v["seeds"] == 2 for v in ablation["variants"].values())
+    assert 0 < ablation["ceiling"]["uf1"] <= 1
+    predictions = pq.read_table(repo / "reports/predictions.parquet").to_pylist()
+    micro = pq.read_table(repo / "data/processed/clips/synth_micro", columns=["clip_id"]).num_rows
+    for variant in ("scratch", "ma2mi", "contrastive", "both"):
+        for seed in (0, 1):
+            run = [p for p in predictions if p["variant"] == variant and p["seed"] == seed]
+            assert sorted(p["clip_id"] for p in run) == sorted(set(p["clip_id"] for p in run)) and len(run) == micro
+            # One held-out subject per fold, and no subject in two folds.
+            subjects_of_fold = {}
+            for p in run:
+                subjects_of_fold.setdefault(p["fold"], set()).add(p["subject"])
+            assert all(len(s) == 1 for s in subjects_of_fold.values())
+            assert len({next(iter(s)) for s in subjects_of_fold.values()}) == len(subjects_of_fold)
+    final = torch.load(repo / "models/final.pt", weights_only=True)
+    assert final["variant"] == "ma2mi" and final["classes"]
+    assert (repo / "reports/plots/confusion.csv").read_text().startswith("actual,predicted")
 
 
 def test_second_repro_reruns_nothing(repo):
@@ -90,5 +116,5 @@ def test_prefect_flow_runs_the_stages(repo, monkeypatch):
     monkeypatch.setenv("MER_PSEUDONYM_KEY", TEST_KEY_HEX)
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     outputs = mer_pipeline(repo=str(repo))
-    assert set(outputs) == {"synthesize", "ingest", "anonymize", "validate"}
+    assert set(outputs) == {"synthesize", "ingest", "anonymize", "validate", "pretrain", "finetune", "evaluate"}
     assert all("didn't change, skipping" in out or "Running stage" in out for out in outputs.values())

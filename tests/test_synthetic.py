@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mer_core.config import Params
+from mer_core.config import SynthesizeParams
 from mer_core.data.synthetic import (
     ACTION_UNITS,
     AU_INDEX,
@@ -61,7 +61,7 @@ def test_same_seed_same_data_other_seed_other_data(tmp_path):
         raw["synthesize"]["seed"] = seed
         raw["synthesize"]["micro"].update(subjects=2, clips_per_subject=1)
         raw["synthesize"]["macro"].update(subjects=1, clips_per_subject=1)
-        params = Params.model_validate(raw).synthesize
+        params = SynthesizeParams.model_validate(raw["synthesize"])
         synthesize(params, workers=1)
         first = sorted((Path(params.out_dir) / "micro").rglob("*.jpg"))[0]
         return _sheet(Path(params.out_dir)), first.read_bytes()

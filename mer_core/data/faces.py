@@ -114,3 +114,31 @@ def face_ellipse_mask(size: int, margin: float) -> np.ndarray:
     axes = (int(round(half * 1.05)), int(round(half * 1.3)))
     cv2.ellipse(mask, (size // 2, size // 2 + int(round(half * 0.08))), axes, 0, 0, 360, 1, -1)
     return mask.astype(bool)
+
+
+def stabilize_clip(crops: np.ndarray, margin: float) -> np.ndarray:
+    """Register each crop of a clip to the first: (T, H, W, 3) uint8 → same shape.
+
+    Face detection runs once per clip, so head jitter and drift stay in the crops, and
+    at micro-expression scale they are as large as the expression itself. Each frame's
+    sub-pixel translation to frame 0 is estimated by ECC inside the inner face (the
+    crop's border and background do not move with the face) and undone; a frame whose
+    estimate does not converge is kept as it is.
+    """
+    size = crops.shape[1]
+    inner = cv2.erode(face_ellipse_mask(size, margin).astype(np.uint8) * 255, np.ones((5, 5), np.uint8))
+    reference = cv2.cvtColor(crops[0], cv2.COLOR_RGB2GRAY).astype(np.float32)
+    out = crops.copy()
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
+    for t in range(1, len(crops)):
+        grey = cv2.cvtColor(crops[t], cv2.COLOR_RGB2GRAY).astype(np.float32)
+        try:
+            _, warp = cv2.findTransformECC(reference, grey, np.eye(2, 3, dtype=np.float32),
+                                           cv2.MOTION_TRANSLATION, criteria, inner, 3)
+        except cv2.error:  # no convergence (e.g. a blink-only frame pair): leave the frame
+            continue
+        if np.abs(warp[:, 2]).max() > size / 8:  # a jump that large is a failed estimate
+            continue
+        out[t] = cv2.warpAffine(crops[t], warp, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_REPLICATE)
+    return out

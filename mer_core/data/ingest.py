@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from mer_core.config import DatasetSource, IngestParams
 from mer_core.data.adapters import RawClip, macro_windows, read_dataset
-from mer_core.data.faces import FaceBox, FaceDetector, NoFaceError, crop_face
+from mer_core.data.faces import FaceBox, FaceDetector, NoFaceError, crop_face, stabilize_clip
 from mer_core.data.store import (
     Rejection,
     ShardWriter,
@@ -48,11 +48,12 @@ class CropSettings:
     windows_per_video: int
     face_margin: float
     min_face_px: int
+    stabilize: bool = True
 
     @classmethod
     def from_params(cls, params: IngestParams) -> "CropSettings":
         return cls(params.crop_size, params.frames_per_clip, params.window_stride, params.windows_per_video,
-                   params.face_margin, params.min_face_px)
+                   params.face_margin, params.min_face_px, params.stabilize)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,8 @@ def process_clip(job: ClipJob) -> ClipOutcome:
             outcome.rejections.append(Rejection(job.dataset, where, reason))
             continue
         crops = np.stack([crop_face(f, box, s.crop_size, s.face_margin) for f in frames])
+        if s.stabilize:
+            crops = stabilize_clip(crops, s.face_margin)
         outcome.rows.append(_row(job, where, numbers, box, crops, clip.fps or container_fps))
     return outcome
 

@@ -18,3 +18,16 @@ def composite_label(adapter: str, label: str | None) -> str | None:
     if label is None:
         return None
     return COMPOSITE_3CLASS.get(adapter, {}).get(label)
+
+
+def leave_one_subject_out(subjects: list[str]) -> list[tuple[str, list[int], list[int]]]:
+    """LOSO folds: (held-out subject, train indices, test indices), one per subject, sorted.
+
+    `subjects` should be dataset-qualified so that two data sets' "sub01" stay distinct.
+    """
+    folds = []
+    for held_out in sorted(set(subjects)):
+        test = [i for i, s in enumerate(subjects) if s == held_out]
+        train = [i for i, s in enumerate(subjects) if s != held_out]
+        folds.append((held_out, train, test))
+    return folds

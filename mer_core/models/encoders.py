@@ -69,15 +69,16 @@ class VisionTransformer(Encoder):
 class ConvEncoder(Encoder):
     """A small residual CNN; its last feature map, flattened, gives the tokens."""
 
-    def __init__(self, img_size: int = 64, in_chans: int = 3, widths: tuple[int, ...] = (32, 64, 128, 192)):
+    def __init__(self, img_size: int = 64, in_chans: int = 3, widths: tuple[int, ...] = (32, 64, 128, 192),
+                 first_stride: int = 1):
         super().__init__()
         layers, prev = [], in_chans
         for i, width in enumerate(widths):
-            layers.append(_ResidualStage(prev, width, stride=1 if i == 0 else 2))
+            layers.append(_ResidualStage(prev, width, stride=first_stride if i == 0 else 2))
             prev = width
         self.stages = nn.Sequential(*layers)
         self.embed_dim = widths[-1]
-        side = img_size // 2 ** (len(widths) - 1)
+        side = img_size // (first_stride * 2 ** (len(widths) - 1))
         self.num_tokens = side * side
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, self.embed_dim))
         self.norm = nn.LayerNorm(self.embed_dim)
@@ -109,6 +110,12 @@ def vit_tiny_patch8_64(**kwargs) -> VisionTransformer:
 
 
 @register_model
+def vit_mini_patch8_64(**kwargs) -> VisionTransformer:
+    """The CPU default: 64 tokens of width 96, sized for LOSO ablations on 2 cores."""
+    return VisionTransformer(**{"img_size": 64, "patch": 8, "dim": 96, "depth": 3, "heads": 3, **kwargs})
+
+
+@register_model
 def vit_small_patch16_112(**kwargs) -> VisionTransformer:
     """ViT-S/16 at 112 px: the GPU profile's encoder."""
     return VisionTransformer(**{"img_size": 112, "patch": 16, "dim": 384, "depth": 12, "heads": 6, **kwargs})
@@ -122,3 +129,26 @@ def cnn_small_64(**kwargs) -> ConvEncoder:
 @register_model
 def cnn_tiny_64(**kwargs) -> ConvEncoder:
     return ConvEncoder(**{"img_size": 64, "widths": (16, 32, 64, 96), **kwargs})
+
+
+@register_model
+def cnn_mini_64(**kwargs) -> ConvEncoder:
+    """The CNN counterpart of `vit_mini_patch8_64`: strided from the first stage, 8×8 tokens."""
+    return ConvEncoder(**{"img_size": 64, "widths": (24, 48, 96), "first_stride": 2, **kwargs})
+
+
+def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, C) → float (..., C, H, W), roughly zero-mean and unit-scale."""
+    x = frames.float().div(255.0).movedim(-1, -3)
+    return (x - 0.5) / 0.25
+
+
+# Facial motion between two frames is a few grey levels (edges of a moving part reach
+# ~25); this gain brings the pixel difference to the scale of a normalized frame, so one
+# encoder family reads both.
+MOTION_GAIN = 32.0
+
+
+def frame_difference(later: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
+    """Motion input of the action branch: uint8 (..., H, W, C) pair → float (..., C, H, W)."""
+    return (later.float() - earlier.float()).div(255.0 / MOTION_GAIN).movedim(-1, -3)

@@ -1,0 +1,111 @@
+"""The processed clip table as training data: micro clips in memory, macro clips streamed.
+
+Micro data sets are small (hundreds of clips), so `load_micro_clips` reads the onset and
+apex frames of every labelled clip at once. Macro pre-training data may not fit in
+memory, so `MacroClipStream` reads it one Parquet row group at a time, shuffled, split
+across DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from mer_core.data.store import frames_to_numpy, read_clips, shard_paths
+
+_MICRO_COLUMNS = ["clip_id", "dataset", "subject", "kind", "label", "label3", "apex", "frame_indices", "frames",
+                  "action_units"]
+
+
+@dataclass
+class MicroClips:
+    """Labelled micro clips as tensors; index i of every field is the same clip."""
+
+    clip_ids: list[str]
+    datasets: list[str]
+    subjects: list[str]  # dataset-qualified, so subjects stay distinct across data sets
+    labels: torch.Tensor  # (N,) int64 index into `classes`
+    classes: list[str]
+    onset: torch.Tensor  # (N, H, W, C) uint8
+    apex: torch.Tensor  # (N, H, W, C) uint8
+    action_units: list[str]
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+
+def apex_position(frame_indices: list[int], apex: int | None) -> int:
+    """Where the apex frame sits among a clip's sampled frames (nearest one if not sampled)."""
+    if apex is None:
+        return len(frame_indices) // 2
+    return int(np.argmin([abs(i - apex) for i in frame_indices]))
+
+
+def load_micro_clips(clips_dir: Path, datasets: list[str], label_column: str = "label") -> MicroClips:
+    """Read the labelled micro clips of `datasets` from `clips_dir/<dataset>/`.
+
+    Clips without a label under `label_column` (e.g. classes outside the composite
+    protocol) are left out.
+    """
+    rows: list[dict] = []
+    onsets, apexes = [], []
+    for dataset in datasets:
+        table = read_clips(Path(clips_dir) / dataset, columns=_MICRO_COLUMNS)
+        frames = frames_to_numpy(table.column("frames"))  # (N, T, H, W, C)
+        for i, row in enumerate(table.drop_columns(["frames"]).to_pylist()):
+            if row["kind"] != "micro" or row[label_column] is None:
+                continue
+            rows.append(row)
+            onsets.append(frames[i, 0])
+            apexes.append(frames[i, apex_position(row["frame_indices"], row["apex"])])
+    if not rows:
+        raise ValueError(f"no labelled micro clips under {clips_dir} for data sets {datasets}")
+    classes = sorted({r[label_column] for r in rows})
+    return MicroClips(
+        clip_ids=[r["clip_id"] for r in rows],
+        datasets=[r["dataset"] for r in rows],
+        subjects=[f"{r['dataset']}/{r['subject']}" for r in rows],
+        labels=torch.tensor([classes.index(r[label_column]) for r in rows]),
+        classes=classes,
+        onset=torch.from_numpy(np.stack(onsets)),
+        apex=torch.from_numpy(np.stack(apexes)),
+        action_units=[r["action_units"] or "" for r in rows],
+    )
+
+
+class MacroClipStream(IterableDataset):
+    """Macro clips (T, H, W, C) uint8, streamed by Parquet row group in a seeded shuffle.
+
+    Each epoch (`set_epoch`) reshuffles the row groups and the clips inside each; with
+    DataLoader workers, worker w reads every w-th row group, so no clip is read twice.
+    """
+
+    def __init__(self, clips_dirs: list[Path], seed: int = 0):
+        self.groups = [(path, g) for d in clips_dirs for path in shard_paths(Path(d))
+                       for g in range(pq.ParquetFile(path).num_row_groups)]
+        if not self.groups:
+            raise ValueError(f"no clip shards under {[str(d) for d in clips_dirs]}")
+        self.seed, self.epoch = seed, 0
+        self.clips = sum(pq.ParquetFile(p).metadata.row_group(g).num_rows for p, g in self.groups)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        order = rng.sample(self.groups, len(self.groups))[worker::workers]
+        for path, group in order:
+            table = pq.ParquetFile(path).read_row_group(group, columns=["kind", "frames"])
+            frames = frames_to_numpy(table.column("frames"))
+            kinds = table.column("kind").to_pylist()
+            for i in rng.sample(range(len(frames)), len(frames)):
+                if kinds[i] == "macro":
+                    yield torch.from_numpy(frames[i].copy())

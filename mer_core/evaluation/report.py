@@ -1,0 +1,144 @@
+"""From LOSO predictions to the reports people read: metrics, ablation, confusion plot.
+
+Every figure is computed on the concatenated held-out predictions of all folds (as
+MEGC does), once per seed; the reports give the mean and the standard deviation over
+seeds. The 'oracle best epoch' figure — each fold's best epoch chosen on its own test
+subject, as much published MER code does — is reported beside it, labelled, and never
+as the result.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mer_core.evaluation.ceiling import ORACLE_VARIANT
+from mer_core.evaluation.metrics import confusion_matrix, per_class_scores, summarize
+
+PREDICTION_SCHEMA = pa.schema([
+    ("variant", pa.string()),
+    ("seed", pa.int32()),
+    ("fold", pa.int32()),
+    ("clip_id", pa.string()),
+    ("dataset", pa.string()),
+    ("subject", pa.string()),
+    ("label", pa.string()),
+    ("predicted", pa.string()),
+    ("probabilities", pa.list_(pa.float32())),
+    ("predicted_per_epoch", pa.list_(pa.string())),
+])
+
+PROTOCOL = "leave-one-subject-out; last epoch of every fold; no choice made on the held-out subject"
+
+
+def predictions_table(rows: list[dict], classes: list[str]) -> pa.Table:
+    """The prediction rows as a table; `probabilities` follow the order in the `classes` metadata."""
+    table = pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
+    return table.replace_schema_metadata({"classes": ",".join(classes)})
+
+
+def read_predictions(path: Path) -> list[dict]:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no predictions at {path}; run the finetune stage first")
+    return pq.read_table(path).to_pylist()
+
+
+def _by_seed(rows: list[dict], variant: str) -> dict[int, list[dict]]:
+    seeds: dict[int, list[dict]] = {}
+    for row in rows:
+        if row["variant"] == variant:
+            seeds.setdefault(row["seed"], []).append(row)
+    return seeds
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def _over_seeds(per_seed: list[dict[str, float]]) -> dict:
+    out: dict = {"seeds": len(per_seed)}
+    for key in ("uf1", "uar", "accuracy"):
+        mean, std = _mean_std([s[key] for s in per_seed])
+        out[key], out[f"{key}_std"] = round(mean, 4), round(std, 4)
+    return out
+
+
+def _scores(rows: list[dict], predicted: Callable[[dict], str | None] = lambda r: r["predicted"],
+            actual: Callable[[dict], str | None] = lambda r: r["label"]) -> dict[str, float]:
+    kept = [r for r in rows if actual(r) is not None]
+    return summarize([actual(r) for r in kept], [predicted(r) or "(outside protocol)" for r in kept])
+
+
+def oracle_best_epoch(rows: list[dict]) -> dict[str, float]:
+    """Scores when every fold keeps the epoch that is best on its own held-out subject."""
+    chosen = []
+    for fold in sorted({r["fold"] for r in rows}):
+        fold_rows = [r for r in rows if r["fold"] == fold]
+        epochs = len(fold_rows[0]["predicted_per_epoch"])
+        best = max(range(epochs), key=lambda e: sum(r["predicted_per_epoch"][e] == r["label"] for r in fold_rows))
+        chosen += [{**r, "predicted": r["predicted_per_epoch"][best]} for r in fold_rows]
+    return _scores(chosen)
+
+
+def variant_metrics(rows: list[dict], variant: str, composite: Callable[[str, str], str | None]) -> dict:
+    """Mean ± std over seeds: overall, per data set, composite 3-class; per-class table of the first seed."""
+    seeds = _by_seed(rows, variant)
+    if not seeds:
+        raise ValueError(f"no predictions for variant {variant!r}")
+    runs = [seeds[s] for s in sorted(seeds)]
+    datasets = sorted({r["dataset"] for r in runs[0]})
+    return {
+        **_over_seeds([_scores(run) for run in runs]),
+        "per_dataset": {d: _over_seeds([_scores([r for r in run if r["dataset"] == d]) for run in runs])
+                        for d in datasets},
+        "composite_3class": _over_seeds([_scores(run, lambda r: composite(r["dataset"], r["predicted"]),
+                                                 lambda r: composite(r["dataset"], r["label"])) for run in runs]),
+        "per_class": {c: {k: round(v, 4) for k, v in s.items()}
+                      for c, s in per_class_scores([r["label"] for r in runs[0]], [r["predicted"] for r in runs[0]]).items()},
+        "oracle_best_epoch_not_a_result": _over_seeds([oracle_best_epoch(run) for run in runs]),
+        "clips": len(runs[0]),
+    }
+
+
+def metrics_report(rows: list[dict], variant: str, composite: Callable[[str, str], str | None]) -> dict:
+    """`reports/metrics.json`: the shipped variant's figures; `uf1`, `uar`, `accuracy` at the top."""
+    return {"variant": variant, "protocol": PROTOCOL, **variant_metrics(rows, variant, composite)}
+
+
+def ablation_report(rows: list[dict], variants: list[str]) -> dict:
+    """`reports/ablation.json`: UF1/UAR (mean ± std over the same seeds and folds) per variant,
+    their gain over scratch, and the AU-oracle ceiling."""
+    table = {}
+    for variant in variants:
+        runs = [run for _, run in sorted(_by_seed(rows, variant).items())]
+        table[variant] = {**_over_seeds([_scores(run) for run in runs]),
+                          "per_seed_uf1": [round(_scores(run)["uf1"], 4) for run in runs]}
+    if "scratch" in table:
+        for variant, entry in table.items():
+            entry["uf1_gain_over_scratch"] = round(entry["uf1"] - table["scratch"]["uf1"], 4)
+    oracle = _by_seed(rows, ORACLE_VARIANT)
+    ceiling = _scores(oracle[min(oracle)]) if oracle else None
+    return {
+        "protocol": PROTOCOL,
+        "variants": table,
+        "ceiling": None if ceiling is None else {
+            "uf1": round(ceiling["uf1"], 4), "uar": round(ceiling["uar"], 4),
+            "method": "AU oracle: majority class of the true action-unit set among training subjects, same LOSO folds"},
+    }
+
+
+def confusion_rows(rows: list[dict], variant: str) -> list[dict]:
+    """(actual, predicted) pairs of the variant's first seed, for DVC's confusion template."""
+    seeds = _by_seed(rows, variant)
+    return [{"actual": r["label"], "predicted": r["predicted"]} for r in seeds[min(seeds)]]
+
+
+def confusion_summary(rows: list[dict], variant: str) -> dict:
+    pairs = confusion_rows(rows, variant)
+    classes = sorted({p["actual"] for p in pairs} | {p["predicted"] for p in pairs})
+    return {"classes": classes,
+            "matrix": confusion_matrix([p["actual"] for p in pairs], [p["predicted"] for p in pairs], classes)}

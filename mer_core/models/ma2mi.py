@@ -1,0 +1,100 @@
+"""MA2MI: macro-to-micro pre-training by reconstructing the near future of macro clips.
+
+From two frames of a macro clip `k` frames apart (x_t, x_{t+k}; k small, so the step is
+a subtle movement) the model reconstructs the near-future frame x_{t+k} from
+- the current frame x_t through the *position* encoder (where this face's parts are), and
+- a compact *action code*: the action encoder's tokens of the motion x_{t+k} − x_t,
+  pooled into one low-dimensional vector (what moved, independent of where this face
+  has it).
+These are exactly the inputs MIACNet later reads (onset; apex − onset), so both of its
+branches start from weights that already separate position from action.
+
+Our choices where the paper is silent (it has no released code):
+- **A light pixel decoder, not an EMA latent target.** A latent target (an EMA copy of
+  the position encoder) can drift towards motion-invariant features, after which the
+  objective no longer needs the action encoder — a collapse that needs careful EMA and
+  variance terms. A pixel target cannot collapse. The decoder is one transformer block
+  and a linear patch head, so the representation has to live in the encoders (as in MAE).
+- **The bottleneck is what makes it learn motion**: the action code is `code_dim`
+  numbers for the whole face, so it can carry the structured movement of a few facial
+  parts (and the global head shift) but not the per-pixel sensor noise; the position
+  tokens tell the decoder where on this face to draw the movement.
+- **The target is the future change x_{t+k} − x_t, not x_{t+k} itself**: the frame is
+  dominated by identity and texture that x_t already gives; the change is the motion.
+  It is reconstructed in grey at a quarter of the resolution, which averages sensor
+  noise away and keeps the decoder small.
+- **The loss is scale-free**: mean squared error against the target divided by its batch
+  std, so 1.0 means "reconstructs no motion" and figures compare across data sets.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mer_core.models.encoders import Block, Encoder, frame_difference, normalize_frames
+
+TARGET_DOWNSCALE = 4
+
+
+class MA2MI(nn.Module):
+    def __init__(self, position_encoder: Encoder, action_encoder: Encoder, img_size: int, code_dim: int = 32):
+        super().__init__()
+        self.position_encoder = position_encoder
+        self.action_encoder = action_encoder
+        dim, tokens = position_encoder.embed_dim, position_encoder.num_tokens
+        side = int(round(tokens ** 0.5))
+        self.grid = side
+        self.target_size = img_size // TARGET_DOWNSCALE
+        self.patch = self.target_size // side  # target pixels per token side
+        self.to_code = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, code_dim))
+        self.from_code = nn.Linear(code_dim, dim)
+        self.predictor = Block(dim, heads=max(1, dim // 32))
+        self.norm = nn.LayerNorm(dim)
+        self.to_pixels = nn.Linear(dim, self.patch * self.patch)
+
+    def forward_encoder(self, current: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (B, H, W, C) → position tokens plus the broadcast action code (B, N, D)."""
+        position = self.position_encoder.forward_features(normalize_frames(current))  # (B, N, D)
+        action = self.action_encoder.forward_features(frame_difference(future, current))  # (B, N, D)
+        code = self.to_code(action.mean(dim=1))  # (B, code_dim): the bottleneck
+        return position + self.from_code(code)[:, None, :]
+
+    def forward_predictor(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) → reconstructed future change, grey (B, S, S) at a quarter resolution."""
+        patches = self.to_pixels(self.norm(self.predictor(tokens)))  # (B, N, p*p)
+        b, p, g = patches.shape[0], self.patch, self.grid
+        # (B, g*g, p*p) → (B, g, p, g, p) → (B, g*p, g*p)
+        return patches.view(b, g, g, p, p).permute(0, 1, 3, 2, 4).reshape(b, g * p, g * p)
+
+    def future_change(self, current: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        """The target: grey x_{t+k} − x_t at a quarter resolution, (B, S, S)."""
+        change = frame_difference(future, current).mean(dim=1, keepdim=True)  # (B, 1, H, W)
+        return F.avg_pool2d(change, TARGET_DOWNSCALE).squeeze(1)
+
+    def forward_loss(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # The target is standardized by its batch std: motion is a few grey levels, and a
+        # unit-scale target keeps the decoder's output scale (and Adam's steps) sensible.
+        return F.mse_loss(predicted, target / target.std().clamp_min(1e-6))
+
+    def forward(self, current: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        """Loss of reconstructing x_{t+k} from x_t and the action code of the step."""
+        predicted = self.forward_predictor(self.forward_encoder(current, future))
+        return self.forward_loss(predicted, self.future_change(current, future))
+
+
+def sample_frame_pairs(clips: torch.Tensor, max_step: int, generator: torch.Generator
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One (x_t, x_{t+k}) per clip, k uniform in [1, max_step], t uniform where it fits.
+
+    Args:
+        clips: uint8 (B, T, H, W, C) macro windows.
+    Returns:
+        Two uint8 tensors (B, H, W, C).
+    """
+    b, t = clips.shape[:2]
+    step = torch.randint(1, min(max_step, t - 1) + 1, (b,), generator=generator)
+    start = (torch.rand(b, generator=generator) * (t - step).float()).long()
+    rows = torch.arange(b)
+    return clips[rows, start], clips[rows, start + step]

@@ -1,0 +1,93 @@
+"""MIACNet: the two-branch micro-action network that MA2MI fine-tunes.
+
+No official code exists; the layout follows the same authors' MMNet (IJCAI 2022):
+- *facial position* branch: a position encoder over the onset frame — where on this face
+  the parts are;
+- *facial action* branch: an action encoder over the pixel difference apex − onset, plus
+  the change of the position encoder's tokens between onset and apex — what moves;
+- fusion by addition of the token maps, then a spatially aware head: each fused token is
+  squeezed to a few channels and the token grid is flattened into the classifier, so the
+  class can depend on *where* on the face the movement is (a mean pool would discard it,
+  and with a few hundred clips a linear read-out of the grid generalizes better than a
+  fusion transformer trained from nothing).
+
+The two encoders come from the same registered family, so pre-training (MA2MI trains
+both, ContraWarping the position encoder) only changes their initial weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mer_core.models.encoders import Encoder, frame_difference, normalize_frames
+from mer_core.models.registry import create_model
+
+
+@dataclass(frozen=True)
+class BranchTokens:
+    """The encoder outputs MIACNet fuses, each (B, N, D); cacheable when encoders are frozen."""
+
+    position: torch.Tensor
+    action: torch.Tensor
+    feature_change: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "BranchTokens":
+        return BranchTokens(*(t.to(device) for t in (self.position, self.action, self.feature_change)))
+
+    def index(self, rows: torch.Tensor | slice) -> "BranchTokens":
+        return BranchTokens(self.position[rows], self.action[rows], self.feature_change[rows])
+
+
+class MIACNet(nn.Module):
+    def __init__(self, position_encoder: Encoder, action_encoder: Encoder, num_classes: int,
+                 dropout: float = 0.2, token_channels: int = 8):
+        super().__init__()
+        self.position_encoder = position_encoder
+        self.action_encoder = action_encoder
+        dim, tokens = position_encoder.embed_dim, position_encoder.num_tokens
+        self.change_proj = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.squeeze = nn.Linear(dim, token_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(tokens * token_channels, num_classes)
+
+    def forward_branches(self, onset: torch.Tensor, apex: torch.Tensor) -> BranchTokens:
+        """Encode uint8 onset and apex frames (B, H, W, C) into the branch tokens."""
+        both = self.position_encoder.forward_features(normalize_frames(torch.cat([onset, apex])))
+        at_onset, at_apex = both.chunk(2)
+        action = self.action_encoder.forward_features(frame_difference(apex, onset))
+        return BranchTokens(position=at_onset, action=action, feature_change=at_apex - at_onset)
+
+    def forward_head(self, tokens: BranchTokens) -> torch.Tensor:
+        """Fuse the branches by addition and classify: → logits (B, num_classes)."""
+        fused = tokens.position + tokens.action + self.change_proj(tokens.feature_change)  # (B, N, D)
+        grid = F.gelu(self.squeeze(self.norm(fused))).flatten(1)  # (B, N * token_channels)
+        return self.classifier(self.dropout(grid))
+
+    def forward(self, onset: torch.Tensor, apex: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_branches(onset, apex))
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return [*self.position_encoder.parameters(), *self.action_encoder.parameters()]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        encoder_ids = {id(p) for p in self.encoder_parameters()}
+        return [p for p in self.parameters() if id(p) not in encoder_ids]
+
+
+def build_miacnet(encoder_name: str, num_classes: int, encoder_state: dict | None = None,
+                  dropout: float = 0.2) -> MIACNet:
+    """MIACNet over two `encoder_name` encoders, initialised from a pre-training state if given.
+
+    `encoder_state` holds `position` and `action` state dicts (see `pretrain`); None
+    means from scratch.
+    """
+    position, action = create_model(encoder_name), create_model(encoder_name)
+    if encoder_state is not None:
+        position.load_state_dict(encoder_state["position"])
+        action.load_state_dict(encoder_state["action"])
+    return MIACNet(position, action, num_classes, dropout=dropout)

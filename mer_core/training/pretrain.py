@@ -1,0 +1,172 @@
+"""Self-supervised pre-training on macro clips: MA2MI, ContraWarping, or both jointly.
+
+One run trains a position encoder and an action encoder of one registered family and
+saves both (`{"position": ..., "action": ...}`) for MIACNet. ContraWarping reads single
+faces, so alone it trains only the position encoder and the action encoder keeps its
+random initialisation (a copy of the contrastive encoder was tried: its invariance to
+global shifts made it blind to the one-pixel motion of a difference image — UF1 at
+chance). Every variant hands MIACNet the same architecture.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from mer_core.config import PretrainParams
+from mer_core.data.store import shard_paths
+from mer_core.data.training_sets import MacroClipStream
+from mer_core.models.contrawarp import ContraWarping
+from mer_core.models.encoders import normalize_frames
+from mer_core.models.ma2mi import MA2MI, sample_frame_pairs
+from mer_core.models.registry import create_model
+from mer_core.training import engine
+
+log = logging.getLogger(__name__)
+
+
+class Pretrainer(torch.nn.Module):
+    """The objectives of one variant over a shared pair of encoders."""
+
+    def __init__(self, variant: str, encoder: str, img_size: int, temperature: float, contrastive_weight: float):
+        super().__init__()
+        self.variant = variant
+        position, action = create_model(encoder), create_model(encoder)
+        self.ma2mi = MA2MI(position, action, img_size) if variant in ("ma2mi", "both") else None
+        self.contrastive = ContraWarping(position, temperature=temperature) if variant in ("contrastive", "both") else None
+        self.position, self.action = position, action
+        self.contrastive_weight = contrastive_weight
+
+    def forward(self, clips: torch.Tensor, generator: torch.Generator, max_step: int) -> dict[str, torch.Tensor]:
+        """Losses for a batch of macro clips (B, T, H, W, C) uint8; "loss" is their weighted sum."""
+        current, future = sample_frame_pairs(clips, max_step, generator)
+        losses = {}
+        if self.ma2mi is not None:
+            losses["ma2mi"] = self.ma2mi(current, future)
+        if self.contrastive is not None:
+            losses["contrastive"] = self.contrastive(normalize_frames(current), generator)
+        weight = {"ma2mi": 1.0, "contrastive": self.contrastive_weight}
+        losses["loss"] = sum(weight[k] * v for k, v in losses.items())
+        return losses
+
+    def encoder_state(self) -> dict:
+        return {"position": copy.deepcopy(self.position.state_dict()),
+                "action": copy.deepcopy(self.action.state_dict())}
+
+
+@dataclass
+class PretrainResult:
+    variant: str
+    encoder: str
+    epochs: int
+    clips: int
+    seconds: float
+    clips_per_second: float
+    history: list[dict]
+    resumed_from_epoch: int
+
+
+def fingerprint(params: PretrainParams, variant: str, data_version: str) -> str:
+    """What a checkpoint must match to be resumed: every setting that changes training, and the data."""
+    keys = params.model_dump(mode="json", exclude={"out_dir", "checkpoint_dir", "report", "variants", "device",
+                                                   "loader_workers"})
+    payload = {**keys, "variant": variant, "data": data_version}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path], img_size: int,
+                     data_version: str, stop_after_epoch: int | None = None) -> tuple[dict, PretrainResult]:
+    """Train one variant, resuming from its checkpoint; returns the encoder state and a summary.
+
+    Args:
+        stop_after_epoch: end early after this epoch (tests use it to simulate a kill).
+    """
+    device = engine.select_device(params.device)
+    generator = engine.seed_everything(params.seed)
+    stream = MacroClipStream(clips_dirs, seed=params.seed)
+    model = Pretrainer(variant, params.encoder, img_size, params.temperature, params.contrastive_weight).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    checkpoint_path = Path(params.checkpoint_dir) / f"{variant}.pt"
+    print_ = fingerprint(params, variant, data_version)
+    start_epoch, history = 0, []
+    if (state := engine.load_checkpoint(checkpoint_path, print_)) is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        start_epoch, history = state["epoch"] + 1, state["history"]
+        log.info("%s: resuming after epoch %d from %s", variant, state["epoch"] + 1, checkpoint_path)
+    step_loss = engine.maybe_compile(model, device, params.compile)
+    loader = DataLoader(stream, batch_size=params.batch_size, num_workers=params.loader_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=params.loader_workers > 0)
+    started = time.perf_counter()
+    for epoch in range(start_epoch, params.epochs):
+        stream.set_epoch(epoch)
+        engine.set_lr(optimizer, engine.cosine_lr(1.0, epoch, params.epochs, params.warmup_epochs))
+        parts: dict[str, list[float]] = {}
+
+        def loss_of_batch(clips: torch.Tensor) -> torch.Tensor:
+            losses = step_loss(clips.to(device, non_blocking=True), generator, params.max_step)
+            for name, value in losses.items():
+                parts.setdefault(name, []).append(float(value.detach()))
+            return losses["loss"]
+
+        model.train()
+        stats = engine.train_one_epoch(loss_of_batch, loader, optimizer, device)
+        history.append({"epoch": epoch + 1, "steps": stats["steps"],
+                        **{k: round(sum(v) / len(v), 5) for k, v in parts.items()}})
+        log.info("%s epoch %d/%d %s", variant, epoch + 1, params.epochs, history[-1])
+        engine.save_checkpoint(checkpoint_path, {"fingerprint": print_, "epoch": epoch, "model": model.state_dict(),
+                                                 "optimizer": optimizer.state_dict(),
+                                                 "generator": generator.get_state(), "history": history})
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
+    seconds = time.perf_counter() - started
+    trained_epochs = len(history) - start_epoch
+    result = PretrainResult(variant, params.encoder, len(history), stream.clips, round(seconds, 1),
+                            round(stream.clips * trained_epochs / max(seconds, 1e-9), 1), history, start_epoch)
+    return model.encoder_state(), result
+
+
+def save_encoder(path: Path, state: dict, encoder: str, variant: str) -> None:
+    engine.save_checkpoint(path, {"encoder": encoder, "variant": variant, **state})
+
+
+def load_encoder(path: Path) -> dict:
+    """The `{"encoder", "variant", "position", "action"}` state written by `save_encoder`."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no pre-trained encoder at {path}; run the pretrain stage first")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def data_fingerprint(clips_dirs: list[Path]) -> str:
+    """Content hash of the Parquet shards, so a checkpoint of other data is never resumed."""
+    digest = hashlib.sha256()
+    for directory in clips_dirs:
+        for path in shard_paths(Path(directory)):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def run_pretraining(params: PretrainParams, clips_dirs: list[Path], img_size: int) -> dict:
+    """Train every variant in `params.variants`, save each encoder to `out_dir/<variant>.pt`.
+
+    Returns:
+        The report: device, encoder, and per variant its summary and loss history.
+    """
+    data_version = data_fingerprint(clips_dirs)
+    report = {"device": str(engine.select_device(params.device)), "encoder": params.encoder,
+              "data_fingerprint": data_version, "variants": {}}
+    for variant in params.variants:
+        state, result = pretrain_variant(params, variant, clips_dirs, img_size, data_version)
+        save_encoder(Path(params.out_dir) / f"{variant}.pt", state, params.encoder, variant)
+        report["variants"][variant] = asdict(result)
+    return report

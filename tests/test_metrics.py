@@ -1,0 +1,65 @@
+"""UF1, UAR, accuracy against hand-computed cases; LOSO folds; the AU-oracle ceiling."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mer_core.evaluation.ceiling import parse_action_units, predict_from_action_units
+from mer_core.evaluation.metrics import (
+    accuracy,
+    confusion_matrix,
+    unweighted_average_recall,
+    unweighted_f1,
+)
+from mer_core.evaluation.protocols import leave_one_subject_out
+from mer_core.evaluation.report import oracle_best_epoch
+
+
+def test_metrics_by_hand():
+    actual = ["a", "a", "a", "b", "b", "c"]
+    predicted = ["a", "a", "b", "b", "a", "a"]
+    # a: tp 2, fp 2, fn 1 → F1 4/7, recall 2/3; b: tp 1, fp 1, fn 1 → F1 1/2, recall 1/2;
+    # c: never predicted → F1 0, recall 0.
+    assert unweighted_f1(actual, predicted) == pytest.approx((4 / 7 + 1 / 2 + 0) / 3)
+    assert unweighted_average_recall(actual, predicted) == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+    assert accuracy(actual, predicted) == pytest.approx(3 / 6)
+
+
+def test_class_absent_from_ground_truth_does_not_dilute():
+    # "z" is predicted but never true: it costs a's precision, but is not a class of its own.
+    actual, predicted = ["a", "a", "b"], ["a", "z", "b"]
+    assert unweighted_average_recall(actual, predicted) == pytest.approx((1 / 2 + 1) / 2)
+    assert unweighted_f1(actual, predicted) == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_perfect_and_confusion():
+    assert unweighted_f1(["x", "y"], ["x", "y"]) == 1.0
+    assert confusion_matrix(["x", "y", "y"], ["x", "x", "y"], ["x", "y"]) == [[1, 0], [1, 1]]
+
+
+@given(st.lists(st.sampled_from(["casme2/s1", "casme2/s2", "samm/s1", "samm/007", "smic/s3"]), min_size=1, max_size=40))
+def test_loso_folds_are_subject_disjoint_and_cover_every_clip(subjects):
+    folds = leave_one_subject_out(subjects)
+    assert len(folds) == len(set(subjects))
+    seen = []
+    for held_out, train, test in folds:
+        assert {subjects[i] for i in test} == {held_out}
+        assert held_out not in {subjects[i] for i in train}
+        assert sorted(train + test) == list(range(len(subjects)))
+        seen += test
+    assert sorted(seen) == list(range(len(subjects)))
+
+
+def test_au_oracle_reads_laterality_free_sets():
+    assert parse_action_units("R4+R7") == parse_action_units("4+7") == frozenset({4, 7})
+    sets = [frozenset({4, 7}), frozenset({4, 7}), frozenset({12}), frozenset({4, 7})]
+    labels = ["disgust", "disgust", "happiness", "others"]
+    assert predict_from_action_units(sets, labels, frozenset({4, 7})) == "disgust"
+    assert predict_from_action_units(sets, labels, frozenset({6, 12})) == "happiness"  # nearest set
+
+
+def test_oracle_best_epoch_picks_on_the_test_fold():
+    rows = [{"fold": 0, "label": "a", "predicted": "b", "predicted_per_epoch": ["a", "b"]},
+            {"fold": 1, "label": "b", "predicted": "a", "predicted_per_epoch": ["a", "b"]}]
+    # The last epoch gets both wrong; picking each fold's best epoch on its own test clip gets both right.
+    assert oracle_best_epoch(rows)["accuracy"] == 1.0
