@@ -139,8 +139,9 @@ def pretrain(params: Path = ParamsOption) -> None:
     write_json(t.report, report)
     for variant, result in report["variants"].items():
         last = result["history"][-1]
-        typer.echo(f"{variant}: {result['epochs']} epochs on {result['clips']} clips in {result['seconds']} s, "
-                   f"final loss {last['loss']:.3f}")
+        typer.echo(f"{variant}: {result['epochs']} epochs on {result['clips']} clips in {result['seconds']} s "
+                   f"({result['clips_per_second']} clips/s, {100 * result['data_wait_fraction']:.1f} % waiting "
+                   f"for data), final loss {last['loss']:.3f}")
 
 
 @app.command()

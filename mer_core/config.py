@@ -155,6 +155,12 @@ class PretrainParams(_Section):
     max_step: int = Field(3, ge=1)
     contrastive_weight: float = Field(1.0, ge=0)  # weight of ContraWarping in "both"
     temperature: float = Field(0.1, gt=0)
+    # ContraWarping views, in units of half the crop side: global shifts (and zoom) and
+    # rotation for positives, local warps for negatives. Micro-scale on purpose; see
+    # mer_core/models/contrawarp.py.
+    view_shift: float = Field(0.02, ge=0, le=0.5)
+    view_degrees: float = Field(3.0, ge=0, le=45)
+    warp_displacement: float = Field(0.03, gt=0, le=0.5)
     seed: int = 0
     device: Device = "auto"
     compile: bool = True  # torch.compile, on CUDA only

@@ -7,6 +7,7 @@ import contextlib
 import math
 import os
 import random
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -52,17 +53,25 @@ def train_one_epoch(loss_of_batch: Callable[[object], torch.Tensor], batches: It
     """One pass over `batches`; `loss_of_batch` maps a batch to a scalar loss.
 
     Returns:
-        {"loss": mean loss, "steps": optimizer steps}.
+        {"loss": mean loss, "steps": optimizer steps, "seconds": wall time,
+         "data_wait_s": time spent waiting for the next batch (the input pipeline's share)}.
 
     Raises:
         NonFiniteLossError: a batch gave a NaN or infinite loss.
     """
-    total, steps = 0.0, 0
+    total, steps, waited = 0.0, 0, 0.0
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    for batch in batches:
+    started = time.perf_counter()
+    iterator = iter(batches)
+    while True:
+        asked = time.perf_counter()
+        batch = next(iterator, None)
+        waited += time.perf_counter() - asked
+        if batch is None:
+            break
         with autocast(device):
             loss = loss_of_batch(batch)
-        value = float(loss.detach())
+        value = float(loss.detach())  # also synchronizes CUDA, so the wait above is honest
         if not math.isfinite(value):
             raise NonFiniteLossError(f"loss is {value} at step {steps}")
         optimizer.zero_grad(set_to_none=True)
@@ -71,7 +80,8 @@ def train_one_epoch(loss_of_batch: Callable[[object], torch.Tensor], batches: It
             torch.nn.utils.clip_grad_norm_(params, clip_grad)
         optimizer.step()
         total, steps = total + value, steps + 1
-    return {"loss": total / max(steps, 1), "steps": steps}
+    return {"loss": total / max(steps, 1), "steps": steps, "seconds": time.perf_counter() - started,
+            "data_wait_s": waited}
 
 
 def cosine_lr(base: float, epoch: int, epochs: int, warmup: int = 0) -> float:

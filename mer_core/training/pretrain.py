@@ -36,14 +36,18 @@ log = logging.getLogger(__name__)
 class Pretrainer(torch.nn.Module):
     """The objectives of one variant over a shared pair of encoders."""
 
-    def __init__(self, variant: str, encoder: str, img_size: int, temperature: float, contrastive_weight: float):
+    def __init__(self, variant: str, params: PretrainParams, img_size: int):
         super().__init__()
         self.variant = variant
-        position, action = create_model(encoder), create_model(encoder)
+        position, action = create_model(params.encoder), create_model(params.encoder)
         self.ma2mi = MA2MI(position, action, img_size) if variant in ("ma2mi", "both") else None
-        self.contrastive = ContraWarping(position, temperature=temperature) if variant in ("contrastive", "both") else None
+        self.contrastive = None
+        if variant in ("contrastive", "both"):
+            self.contrastive = ContraWarping(position, temperature=params.temperature, view_shift=params.view_shift,
+                                             view_degrees=params.view_degrees,
+                                             warp_displacement=params.warp_displacement)
         self.position, self.action = position, action
-        self.contrastive_weight = contrastive_weight
+        self.contrastive_weight = params.contrastive_weight
 
     def forward(self, clips: torch.Tensor, generator: torch.Generator, max_step: int) -> dict[str, torch.Tensor]:
         """Losses for a batch of macro clips (B, T, H, W, C) uint8; "loss" is their weighted sum."""
@@ -70,6 +74,8 @@ class PretrainResult:
     clips: int
     seconds: float
     clips_per_second: float
+    data_wait_fraction: float  # of training time spent waiting for the input pipeline
+    peak_gpu_memory_mib: float | None
     history: list[dict]
     resumed_from_epoch: int
 
@@ -92,7 +98,7 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
     device = engine.select_device(params.device)
     generator = engine.seed_everything(params.seed)
     stream = MacroClipStream(clips_dirs, seed=params.seed)
-    model = Pretrainer(variant, params.encoder, img_size, params.temperature, params.contrastive_weight).to(device)
+    model = Pretrainer(variant, params, img_size).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     checkpoint_path = Path(params.checkpoint_dir) / f"{variant}.pt"
     print_ = fingerprint(params, variant, data_version)
@@ -106,7 +112,9 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
     step_loss = engine.maybe_compile(model, device, params.compile)
     loader = DataLoader(stream, batch_size=params.batch_size, num_workers=params.loader_workers,
                         pin_memory=device.type == "cuda", persistent_workers=params.loader_workers > 0)
-    started = time.perf_counter()
+    started, waited = time.perf_counter(), 0.0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     for epoch in range(start_epoch, params.epochs):
         stream.set_epoch(epoch)
         engine.set_lr(optimizer, engine.cosine_lr(1.0, epoch, params.epochs, params.warmup_epochs))
@@ -120,6 +128,7 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
 
         model.train()
         stats = engine.train_one_epoch(loss_of_batch, loader, optimizer, device)
+        waited += stats["data_wait_s"]
         history.append({"epoch": epoch + 1, "steps": stats["steps"],
                         **{k: round(sum(v) / len(v), 5) for k, v in parts.items()}})
         log.info("%s epoch %d/%d %s", variant, epoch + 1, params.epochs, history[-1])
@@ -130,8 +139,11 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
             break
     seconds = time.perf_counter() - started
     trained_epochs = len(history) - start_epoch
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     result = PretrainResult(variant, params.encoder, len(history), stream.clips, round(seconds, 1),
-                            round(stream.clips * trained_epochs / max(seconds, 1e-9), 1), history, start_epoch)
+                            round(stream.clips * trained_epochs / max(seconds, 1e-9), 1),
+                            round(waited / max(seconds, 1e-9), 4), None if peak is None else round(peak, 1),
+                            history, start_epoch)
     return model.encoder_state(), result
 
 
