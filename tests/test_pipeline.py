@@ -12,6 +12,7 @@ import torch
 import pytest
 import yaml
 
+from mer_core.models.miacnet import build_miacnet
 from tests.conftest import REPO, TEST_KEY_HEX, tiny_params
 
 pytestmark = pytest.mark.integration
@@ -77,6 +78,8 @@ def test_learning_stages_report_honest_loso(repo):
             assert len({next(iter(s)) for s in subjects_of_fold.values()}) == len(subjects_of_fold)
     final = torch.load(repo / "models/final.pt", weights_only=True)
     assert final["variant"] == "ma2mi" and final["classes"]
+    model = build_miacnet(final["encoder"], len(final["classes"]))
+    model.load_state_dict(final["state_dict"])  # the saved model is complete: encoders and head
     assert (repo / "reports/plots/confusion.csv").read_text().startswith("actual,predicted")
 
 

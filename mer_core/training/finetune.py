@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -49,6 +49,15 @@ class FoldSetup:
 
     def build(self, num_classes: int) -> MIACNet:
         return build_miacnet(self.encoder_name, num_classes, self.encoder_state, self.dropout).to(self.device)
+
+    def with_fixed_encoders(self, num_classes: int) -> "FoldSetup":
+        """Scratch draws its random encoders once (from the current seed), so every fold
+        and the cached tokens see the same ones; pre-trained setups are fixed already."""
+        if self.encoder_state is not None:
+            return self
+        model = self.build(num_classes)
+        state = {"position": model.position_encoder.state_dict(), "action": model.action_encoder.state_dict()}
+        return replace(self, encoder_state={k: {n: t.cpu() for n, t in v.items()} for k, v in state.items()})
 
 
 def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -122,6 +131,7 @@ def run_loso(setup: FoldSetup, clips: MicroClips, seed: int) -> tuple[list[dict]
     (only for the labelled oracle figure).
     """
     generator = engine.seed_everything(seed)
+    setup = setup.with_fixed_encoders(len(clips.classes))
     started = time.perf_counter()
     tokens = None
     if setup.freeze_encoders:
@@ -227,7 +237,7 @@ def run_finetuning(params: FinetuneParams, datasets: list[str], encoder_name: st
 def train_final_model(params: FinetuneParams, clips: MicroClips, encoder_name: str, device: torch.device) -> dict:
     """MIACNet of `params.variant` on every subject, saved with what inference needs."""
     generator = engine.seed_everything(params.seeds[0])
-    setup = fold_setup(params, params.variant, encoder_name, device)
+    setup = fold_setup(params, params.variant, encoder_name, device).with_fixed_encoders(len(clips.classes))
     tokens = encode_clips(setup.build(len(clips.classes)), clips) if setup.freeze_encoders else None
     started = time.perf_counter()
     model, _ = train_miacnet(setup, clips, list(range(len(clips))), generator, tokens)
