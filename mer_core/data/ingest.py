@@ -132,6 +132,26 @@ def _consistent_shape(frames: list[np.ndarray], item: str) -> None:
         raise FrameReadError(f"{item}: frames differ in size {sorted(shapes)}")
 
 
+def align_window(frames: list[np.ndarray], numbers: list[int], settings: CropSettings,
+                 where: str) -> tuple[FaceBox, np.ndarray]:
+    """Detect the face once, crop every frame around it and register the crops to the
+    first: BGR frames → (box, (T, S, S, 3) uint8 RGB). Ingest and `mer predict` share it.
+
+    Raises:
+        FrameReadError: the frames differ in size.
+        NoFaceError: no face on the onset or the middle frame; the message names them.
+    """
+    _consistent_shape(frames, where)
+    try:
+        box = _detect(frames, settings.min_face_px)
+    except NoFaceError:
+        raise NoFaceError(f"no face detected in frames {numbers[0]} or {numbers[len(numbers) // 2]}") from None
+    crops = np.stack([crop_face(f, box, settings.crop_size, settings.face_margin) for f in frames])
+    if settings.stabilize:
+        crops = stabilize_clip(crops, settings.face_margin)
+    return box, crops
+
+
 def process_clip(job: ClipJob) -> ClipOutcome:
     """Decode, detect, crop: one RawClip → clip rows (one per window) and rejections."""
     clip, s = job.clip, job.settings
@@ -144,16 +164,10 @@ def process_clip(job: ClipJob) -> ClipOutcome:
     for k, (numbers, frames) in enumerate(windows):
         where = clip.item if len(windows) == 1 else f"{clip.item} window {k}"
         try:
-            _consistent_shape(frames, where)
-            box = _detect(frames, s.min_face_px)
+            box, crops = align_window(frames, numbers, s, where)
         except (FrameReadError, NoFaceError) as exc:
-            reason = f"no face detected in frames {numbers[0]} or {numbers[len(numbers) // 2]}" \
-                if isinstance(exc, NoFaceError) else str(exc)
-            outcome.rejections.append(Rejection(job.dataset, where, reason))
+            outcome.rejections.append(Rejection(job.dataset, where, str(exc)))
             continue
-        crops = np.stack([crop_face(f, box, s.crop_size, s.face_margin) for f in frames])
-        if s.stabilize:
-            crops = stabilize_clip(crops, s.face_margin)
         outcome.rows.append(_row(job, where, numbers, box, crops, clip.fps or container_fps))
     return outcome
 
