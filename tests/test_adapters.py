@@ -1,29 +1,38 @@
 """Adapters on tiny fixtures in the published layouts, quirks included."""
 
+import re
+from collections import Counter
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from datasets_fixtures import (
+    ONE_CLIP_TREES,
+    SAMM_HEADER,
+    casme2_tree,
+    casme3_tree,
+    ckplus_tree,
+    mmew_tree,
+    samm_tree,
+    smic_tree,
+    write_sheet,
+)
 from openpyxl import Workbook
 
-from mer_core.data.adapters import AnnotationError, macro_windows, micro_frame_numbers, read_dataset
-
-HEADER = ["Subject", "Filename", None, "OnsetFrame", "ApexFrame", "OffsetFrame", None, "Action Units",
-          "Estimated Emotion"]
-
-
-def _casme2_tree(root: Path, rows: list[list], frames: dict[str, range]) -> None:
-    for clip, numbers in frames.items():
-        folder = root / clip
-        folder.mkdir(parents=True)
-        for n in numbers:
-            cv2.imwrite(str(folder / f"img{n}.jpg"), np.full((8, 8, 3), 128, np.uint8))
-    book = Workbook()
-    book.active.append(HEADER)
-    for row in rows:
-        book.active.append(row)
-    book.save(root / "CASME2-coding-20140508.xlsx")
+from mer_core.data.adapters import (
+    AnnotationError,
+    macro_windows,
+    micro_frame_numbers,
+    read_dataset,
+)
+from mer_core.evaluation.protocols import (
+    CASME2_5CLASS,
+    NATIVE_LABELS,
+    composite_label,
+    excluded_by_protocol,
+    protocol_label,
+)
 
 
 def _read(adapter, root, **kw):
@@ -32,7 +41,7 @@ def _read(adapter, root, **kw):
 
 
 def test_casme2_reads_good_rows_and_rejects_bad_ones(tmp_path):
-    _casme2_tree(
+    casme2_tree(
         tmp_path,
         rows=[
             [1, "EP02_01f", None, 46, 59, 86, None, "1+R2", "happiness"],
@@ -129,3 +138,288 @@ def test_frame_sampling():
     assert windows == [[10, 12, 14, 16], [32, 34, 36, 38], [54, 56, 58, 60]]
     assert macro_windows(5, count=4, stride=2, windows=3) == [[0, 1, 2, 3], [1, 2, 3, 4]]
     assert macro_windows(3, count=4, stride=1, windows=2) == []
+
+
+def _reasons(result) -> dict[str, str]:
+    return {r.item: r.reason for r in result.rejections}
+
+
+def _numbers(clip) -> list[int]:
+    return [n for n, _ in clip.frames]
+
+
+# --------------------------------------------------------------------------- SAMM
+SAMM_ROWS = [
+    [6, "006_1_2", 1, 5562, 5570, 5590, 29, "Micro - 1/2", "R12", "Happiness", 2, None],
+    ["007", "007_3_1", 2, 100, -1, 120, 21, "Micro - 1/2", "4+7", "Anger", 1, "apex not coded"],
+    [7, "007_5_2", 2, 100, None, 120, 21, "Micro - 1/2", "14", "Contempt", 1, None],
+    [7, "007_6_1", 2, 100, "x", 120, 21, "Micro - 1/2", "4", "Anger", 1, None],  # non-numeric apex
+    [7, "007_6_2", 2, 130, 125, 120, 21, "Micro - 1/2", "4", "Anger", 1, None],  # onset after offset
+    [7, "007_6_3", 2, 100, 110, 400, 21, "Micro - 1/2", "4", "Anger", 1, None],  # frames beyond the clip
+    [7, "007_6_4", 2, 100, 110, 120, 21, "Micro - 1/2", "4", "Joy", 1, None],  # unknown label
+    [6, "006_1_2", 1, 5562, 5570, 5590, 29, "Micro - 1/2", "R12", "Happiness", 2, None],  # duplicate
+    [None] * 12,  # blank spacer row: skipped
+    [7, "007_6_5", 2, 100, 125, 120, 21, "Micro - 1/2", "4", "Anger", 1, None],  # apex outside
+    ["seven", "007_6_6", 2, 100, 110, 120, 21, "Micro - 1/2", "4", "Anger", 1, None],  # bad subject
+]
+SAMM_FRAMES = {"006/006_1_2": range(5560, 5592), "007/007_3_1": range(100, 121), "007/007_5_2": range(100, 121),
+               "007/007_6_1": range(100, 121), "007/007_6_2": range(100, 131), "007/007_6_3": range(100, 121),
+               "007/007_6_4": range(100, 121), "007/007_6_5": range(100, 131)}
+
+
+@pytest.mark.parametrize("preamble", [None, []], ids=["header-below-preamble", "header-on-row-1"])
+def test_samm_reads_good_rows_and_rejects_bad_ones(tmp_path, preamble):
+    sheet = samm_tree(tmp_path, SAMM_ROWS, SAMM_FRAMES, **({} if preamble is None else {"preamble": preamble}))
+    result = _read("samm", tmp_path)
+    assert [(c.item, c.subject, c.label) for c in result.clips] == [
+        ("006/006_1_2", "006", "happiness"), ("007/007_3_1", "007", "anger"), ("007/007_5_2", "007", "contempt")]
+    first, minus_one, blank = result.clips
+    assert (first.onset, first.apex, first.offset, first.fps, first.action_units) == (5562, 5570, 5590, 200.0, "R12")
+    assert _numbers(first) == micro_frame_numbers(5562, 5570, 5590, 4)
+    assert first.frames[0][1].name == "006_05562.jpg"
+    assert minus_one.apex == blank.apex == 110  # -1 and empty apex: the midpoint
+    header_row = 1 if preamble == [] else 14
+    row = {k: f"{sheet.name} row {header_row + k}" for k in range(4, 12)}
+    reasons = _reasons(result)
+    assert set(reasons) == {row[k] for k in (4, 5, 6, 7, 8, 10, 11)}
+    assert reasons[row[4]] == "Apex Frame is not a number: 'x'"
+    assert reasons[row[5]] == "Onset Frame 130 is after Offset Frame 120"
+    assert "missing from 007/007_6_3" in reasons[row[6]]
+    assert "unknown emotion 'Joy'" in reasons[row[7]]
+    assert reasons[row[8]] == "duplicate clip 006/006_1_2"
+    assert reasons[row[10]] == "Apex Frame 125 is outside [100, 120]"
+    assert "not a subject number" in reasons[row[11]]
+
+
+def test_samm_sheet_without_required_columns_names_file_and_columns(tmp_path):
+    write_sheet(tmp_path / "SAMM_Micro_FACS_Codes_v2.xlsx", [c for c in SAMM_HEADER if c != "Apex Frame"], [])
+    with pytest.raises(AnnotationError, match=r"SAMM_Micro_FACS_Codes_v2.xlsx: missing column\(s\) \['Apex Frame'\]; "
+                                              r"found \['Subject', 'Filename'"):
+        _read("samm", tmp_path)
+    (tmp_path / "broken.xlsx").write_bytes(b"PK\x03\x04 not really a workbook")
+    with pytest.raises(AnnotationError, match="cannot read SAMM FACS-codes sheet .*broken.xlsx"):
+        _read("samm", tmp_path, annotation="broken.xlsx")
+
+
+# --------------------------------------------------------------------------- SMIC
+SMIC_CLIPS = {
+    "s1/micro/negative/s1_ne_01": range(22917, 22927),
+    "s2/micro/positive/s2_po_03": range(500, 512),
+    "micro/surprise/s4/s4_sur_01": range(10, 20),  # the other arrangement
+    "s1/micro/surprise/s1_ne_02": range(1, 10),  # coded negative, filed under surprise
+    "s1/micro/negative/s1_ne_03": range(0),  # empty folder
+    "s1/micro/negative/s1-ne-04": range(1, 10),  # not a clip name
+    "s3/micro/negative/s1_ne_05": range(1, 10),  # subject 1 inside s3/
+    "micro/negative/s1/s1_ne_01": range(1, 10),  # the same clip twice
+    "s1/micro/disgust/s1_ne_06": range(1, 10),  # no emotion folder SMIC knows
+    "s1/non_micro/s1_ne_07": range(1, 10),  # not a micro-expression: ignored
+}
+
+
+def test_smic_labels_from_folders_with_midpoint_apex(tmp_path):
+    root = smic_tree(tmp_path / "HS", SMIC_CLIPS)
+    result = _read("smic", root)
+    assert [(c.item, c.subject, c.label, c.fps) for c in result.clips] == [
+        ("micro/negative/s1/s1_ne_01", "s1", "negative", 100.0),
+        ("micro/surprise/s4/s4_sur_01", "s4", "surprise", 100.0),
+        ("s2/micro/positive/s2_po_03", "s2", "positive", 100.0)]
+    clip = result.clips[2]
+    assert (clip.onset, clip.apex, clip.offset) == (500, 506, 511)  # first, middle, last frame on disk
+    assert _numbers(clip) == [500 + k for k in micro_frame_numbers(0, 6, 11, 4)]
+    reasons = _reasons(result)
+    assert reasons["s1/micro/negative/s1_ne_01"] == "duplicate clip s1_ne_01 (also at micro/negative/s1/s1_ne_01)"
+    assert reasons["s1/micro/surprise/s1_ne_02"] == "clip s1_ne_02 is coded 'ne' but filed under surprise/"
+    assert reasons["s1/micro/negative/s1_ne_03"] == "clip folder s1/micro/negative/s1_ne_03 holds no numbered images"
+    assert "not a SMIC clip name" in reasons["s1/micro/negative/s1-ne-04"]
+    assert reasons["s3/micro/negative/s1_ne_05"] == "clip s1_ne_05 sits in subject folder ['s3']"
+    assert "expected one emotion folder" in reasons["s1/micro/disgust/s1_ne_06"]
+    assert len(reasons) == 6
+
+
+def test_smic_subset_decides_fps(tmp_path):
+    smic_tree(tmp_path / "SMIC" / "VIS", {"s1/micro/positive/s1_po_01": range(1, 9)})
+    smic_tree(tmp_path / "SMIC" / "NIR", {"s1/micro/positive/s1_po_01": range(1, 9)})
+    assert _read("smic", tmp_path / "SMIC" / "VIS").clips[0].fps == 25.0
+    with pytest.raises(AnnotationError, match=r"holds the SMIC subsets \['NIR', 'VIS'\]"):
+        _read("smic", tmp_path / "SMIC")
+    renamed = smic_tree(tmp_path / "smic_hs_copy", {"s1/micro/positive/s1_po_01": range(1, 9)})
+    with pytest.raises(AnnotationError, match="cannot tell which SMIC subset"):
+        _read("smic", renamed)
+    assert _read("smic", renamed, fps=100).clips[0].fps == 100
+    with pytest.raises(AnnotationError, match="labels from folders"):
+        _read("smic", tmp_path / "SMIC" / "VIS", annotation="labels.xlsx")
+
+
+# --------------------------------------------------------------------------- CAS(ME)^3
+def test_casme3_matches_case_and_keeps_expressions_of_one_recording_apart(tmp_path):
+    casme3_tree(tmp_path, rows=[
+        ["spNO.1", "A", 100, 105, 110, "4+L10", "negative", "disgust"],  # sheet case differs from folders
+        ["spNO.1", "a", 120, 125, 130, "12", "positive", "Happy"],  # same recording, another expression
+        ["spNO.1", "a", 100, 105, 110, "4+L10", "negative", "disgust"],  # duplicate
+        ["spNO.1", "a", 120, None, 130, "12", "positive", "happy"],  # missing apex: no convention
+        ["spNO.2", "a", 1, 2, 3, "12", "positive", "happy"],  # no such subject folder
+        ["spNO.1", "b", 135, 138, 150, "1+2", "surprise", "surprise"],  # frames beyond the clip
+        ["spNO.1", "a", 130, 125, 120, "12", "positive", "happy"],  # onset after offset
+        ["spNO.1", "a", 100, 105, 110, "", "", "joy"],  # unknown label
+        ["spNO.1", "../spNo.1/a", 100, 105, 110, "4", "negative", "disgust"],  # a path, not a folder name
+    ], frames={"spNo.1/a": range(95, 135), "spNo.1/b": range(130, 145)})
+    result = _read("casme3", tmp_path / "data", annotation="../annotation/cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx")
+    assert [(c.item, c.subject, c.label, c.onset, c.apex, c.offset, c.fps) for c in result.clips] == [
+        ("spNo.1/a/color/100-110", "spNO.1", "disgust", 100, 105, 110, 30.0),
+        ("spNo.1/a/color/120-130", "spNO.1", "happy", 120, 125, 130, 30.0)]
+    assert result.clips[0].frames[0][1].as_posix().endswith("spNo.1/a/color/100.jpg")
+    reasons = list(_reasons(result).values())
+    assert reasons[0] == "duplicate clip spNo.1/a/color/100-110"
+    assert reasons[1] == "Apex is missing"
+    assert reasons[2] == "clip folder spNO.2/a/color/1-3 does not exist"
+    assert "frame(s) [150] missing" in reasons[3]
+    assert reasons[4] == "Onset 130 is after Offset 120"
+    assert "unknown emotion 'joy'" in reasons[5]
+    assert reasons[6] == "Filename '../spNo.1/a' is not a folder name"
+    assert len(reasons) == 7
+
+
+# --------------------------------------------------------------------------- MMEW
+def test_mmew_finds_clips_through_their_emotion_folder(tmp_path):
+    mmew_tree(tmp_path, rows=[
+        ["S01", "S01-01-001", 3, 8, 15, "AU12", "happiness", None],
+        ["S02", "S02-05-003", 2, 10, 25, "AU1+AU2", "surprise", "folder is capitalised"],
+        ["S02", "S02-05-004", 2, "/", 25, "AU1+AU2", "surprise", None],  # apex not a number
+        ["S02", "S02-05-005", 2, 10, 25, "AU14", "contempt", None],  # not an MMEW class
+        ["S03", "S03-01-001", 2, 10, 25, "AU12", "happiness", None],  # no such folder
+        ["S01", "S01-01-001", 3, 8, 15, "AU12", "happiness", None],  # duplicate
+        ["S01", "S01-01-002", 3, 8, 45, "AU12", "happiness", None],  # frames beyond the clip
+    ], frames={"happiness/S01-01-001": range(1, 20), "Surprise/S02-05-003": range(1, 30),
+               "Surprise/S02-05-004": range(1, 30), "happiness/S01-01-002": range(1, 20)})
+    result = _read("mmew", tmp_path)
+    assert [(c.item, c.subject, c.label, c.apex, c.fps) for c in result.clips] == [
+        ("Micro_Expression/happiness/S01-01-001", "S01", "happiness", 8, 90.0),
+        ("Micro_Expression/Surprise/S02-05-003", "S02", "surprise", 10, 90.0)]
+    reasons = _reasons(result)
+    assert reasons == {
+        "MMEW_Micro_Exp.xlsx row 4": "ApexFrame is not a number: '/'",
+        "MMEW_Micro_Exp.xlsx row 5": reasons["MMEW_Micro_Exp.xlsx row 5"],
+        "MMEW_Micro_Exp.xlsx row 6": "clip folder Micro_Expression/happiness/S03-01-001 does not exist",
+        "MMEW_Micro_Exp.xlsx row 7": "duplicate clip Micro_Expression/happiness/S01-01-001",
+        "MMEW_Micro_Exp.xlsx row 8": reasons["MMEW_Micro_Exp.xlsx row 8"],
+    }
+    assert "unknown emotion 'contempt'" in reasons["MMEW_Micro_Exp.xlsx row 5"]
+    assert "missing from Micro_Expression/happiness/S01-01-002" in reasons["MMEW_Micro_Exp.xlsx row 8"]
+
+
+# --------------------------------------------------------------------------- CK+
+def test_ckplus_sequences_end_at_the_peak_labelled_or_not(tmp_path):
+    ckplus_tree(tmp_path, sequences={"S005/001": 12, "S005/002": 10, "S010/001": 3, "S011/001": 8, "S011/002": 8,
+                                     "S011/003": 8},
+                emotions={"S005/001": "   3.0000000e+00\n", "S011/001": "abc", "S011/002": "9.0000000e+00",
+                          "S011/003": ["5.0", "6.0"], "S099/001": "1.0"})
+    result = _read("ckplus", tmp_path)
+    assert [(c.item, c.subject, c.label, c.onset, c.apex, c.offset, c.fps) for c in result.clips] == [
+        ("S005/001", "S005", "disgust", 1, 12, 12, 30.0), ("S005/002", "S005", None, 1, 10, 10, 30.0)]
+    assert _numbers(result.clips[0]) == [6, 8, 10, 12]  # stride 2, ending at the peak frame
+    assert _numbers(result.clips[1]) == [4, 6, 8, 10]
+    reasons = _reasons(result)
+    assert reasons["S010/001"] == "sequence S010/001 has 3 numbered image(s), fewer than 4"
+    assert reasons["S011/001"] == "Emotion/S011/001/S011_001_00000008_emotion.txt does not hold an emotion code: 'abc'"
+    assert "is not one of 0-7" in reasons["S011/002"]
+    assert reasons["S011/003"].startswith("2 emotion files in Emotion/S011/003")
+    assert reasons["Emotion/S099/001/S099_001_00000001_emotion.txt"] == "emotion label for a sequence with no images"
+    assert len(reasons) == 5
+
+
+# --------------------------------------------------------------------------- every adapter
+@pytest.mark.parametrize("adapter", sorted(ONE_CLIP_TREES))
+def test_one_clip_fixture_reads_cleanly(tmp_path, adapter):
+    build, options = ONE_CLIP_TREES[adapter]
+    result = _read(adapter, build(tmp_path), **options)
+    assert len(result.clips) == 1 and not result.rejections
+    assert len(result.clips[0].frames) == 4 and all(path.is_file() for _, path in result.clips[0].frames)
+
+
+@pytest.mark.parametrize("adapter", ["casme2", "samm", "casme3", "mmew"])
+def test_sheet_adapters_reject_an_unreadable_sheet(tmp_path, adapter):
+    build, options = ONE_CLIP_TREES[adapter]
+    root = build(tmp_path)
+    sheet = next(p for p in tmp_path.rglob("*.xlsx"))
+    sheet.write_text("Subject;Filename\nthis is not a workbook")
+    with pytest.raises(AnnotationError, match=f"cannot read .*{re.escape(sheet.name)}"):
+        _read(adapter, root, **options)
+
+
+# --------------------------------------------------------------------------- label protocols
+SAMM_PUBLISHED_COUNTS = {"anger": 57, "contempt": 12, "disgust": 9, "fear": 8, "happiness": 26, "sadness": 6,
+                         "surprise": 15, "other": 26}
+
+
+def test_composite_protocol_is_megc2019():
+    samm = [label for label, n in SAMM_PUBLISHED_COUNTS.items() for _ in range(n)]
+    composite = Counter(composite_label("samm", label) for label in samm)
+    assert composite == {"negative": 92, "positive": 26, "surprise": 15, None: 26}  # 133 clips, as published
+    assert excluded_by_protocol("composite_3class", "samm", samm + [None]) == {"other": 26}
+    assert {label: composite_label("casme2", label) for label in sorted(NATIVE_LABELS["casme2"])} == {
+        "disgust": "negative", "fear": None, "happiness": "positive", "others": None, "repression": "negative",
+        "sadness": None, "surprise": "surprise"}
+    assert all(composite_label("smic", label) == label for label in NATIVE_LABELS["smic"])
+    assert composite_label("mmew", "happiness") is None and composite_label("casme2", None) is None
+
+
+def test_casme2_five_class_protocol_drops_fear_and_sadness():
+    labels = ["happiness", "fear", "sadness", "sadness", "others", "repression"]
+    assert [protocol_label("casme2_5class", "casme2", label) for label in labels] == [
+        "happiness", None, None, None, "others", "repression"]
+    assert excluded_by_protocol("casme2_5class", "casme2", labels) == {"fear": 1, "sadness": 2}
+    with pytest.raises(ValueError, match="unknown label protocol 'casme2_7class'"):
+        protocol_label("casme2_7class", "casme2", "happiness")
+
+
+def test_casme2_labels_select_the_five_class_protocol(tmp_path):
+    casme2_tree(tmp_path, [[1, "EP01_01", None, 10, 12, 16, None, "4", "fear"],
+                           [1, "EP01_02", None, 10, 12, 16, None, "12", "happiness"]],
+                {"sub01/EP01_01": range(10, 17), "sub01/EP01_02": range(10, 17)})
+    five = sorted(CASME2_5CLASS["casme2"])
+    result = _read("casme2", tmp_path, labels=five)
+    assert [c.label for c in result.clips] == ["happiness"] and result.allowed_labels == frozenset(five)
+    assert [r.reason for r in result.rejections] == [f"emotion 'fear' is not among this data set's labels {five}"]
+
+
+def test_every_adapter_has_native_labels_and_a_config_name():
+    from typing import get_args
+
+    from mer_core.config import AdapterName
+    from mer_core.data.adapters import _registry
+
+    assert set(get_args(AdapterName)) == set(_registry())
+    assert set(NATIVE_LABELS) == set(_registry()) - {"videos"}
+
+
+# --------------------------------------------------------------------------- through ingest
+@pytest.fixture(scope="module")
+def face_image():
+    """One rendered synthetic face (128², BGR) that the ingest face detector finds."""
+    from mer_core.data.synthetic import ACTION_UNITS, FaceRenderer, sample_identity
+
+    face = FaceRenderer(sample_identity(np.random.default_rng(3)), 128).render(np.zeros((len(ACTION_UNITS), 2)))
+    return lambda n: face
+
+
+def test_samm_and_ckplus_fixtures_ingest_into_clip_rows(tmp_path, face_image):
+    from mer_core.config import DatasetSource, IngestParams
+    from mer_core.data.ingest import CLIPS_DIR, ingest
+    from mer_core.data.store import read_clips
+
+    samm_tree(tmp_path / "samm", [[6, "006_1_2", 1, 5562, 5566, 5570, 9, "Micro - 1/2", "R12", "Happiness", 2, None],
+                                  [6, "006_1_3", 1, 10, 12, 90, 9, "Micro - 1/2", "R12", "Happiness", 2, None]],
+              {"006/006_1_2": range(5560, 5572)}, frame_image=face_image)
+    ckplus_tree(tmp_path / "ckplus", {"S005/001": 9}, {"S005/001": "7.0"}, frame_image=face_image)
+    sources = [DatasetSource(name="samm", adapter="samm", root=tmp_path / "samm", kind="micro"),
+               DatasetSource(name="ck", adapter="ckplus", root=tmp_path / "ckplus", kind="macro")]
+    params = IngestParams(datasets=sources, out_dir=tmp_path / "interim", crop_size=32, frames_per_clip=4,
+                          workers=1, rows_per_shard=8, row_group_size=4)
+    summaries = ingest(params)
+    rows = {r["dataset"]: r for r in read_clips(tmp_path / "interim" / CLIPS_DIR).drop_columns(["frames"]).to_pylist()}
+    assert summaries["samm"].rows == summaries["ck"].rows == 1 and summaries["samm"].rejected == 1
+    samm, ck = rows["samm"], rows["ck"]
+    assert (samm["kind"], samm["label"], samm["label3"], samm["fps"]) == ("micro", "happiness", "positive", 200.0)
+    assert samm["frame_indices"] == micro_frame_numbers(5562, 5566, 5570, 4)
+    assert (ck["kind"], ck["label"], ck["label3"], ck["subject"]) == ("macro", "surprise", None, "S005")
+    assert ck["frame_indices"] == [3, 5, 7, 9]

@@ -2,17 +2,25 @@
 
 An adapter only parses layouts and annotation sheets: it never decodes pixels. Every
 row or file it cannot use becomes a `Rejection` naming the item and the problem.
+This module holds what several adapters share: sheet loading (header row located by
+its column names), the row loop with duplicate detection, onset/apex/offset checks
+and frame sampling.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from mer_core.data.store import Rejection
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ def micro_frame_numbers(onset: int, apex: int, offset: int, count: int) -> list[
     numbers = [onset + (apex - onset) * k / (rise - 1) for k in range(rise)]
     fall = count - rise
     numbers += [apex + (offset - apex) * k / fall for k in range(1, fall + 1)]
-    return [int(round(n)) for n in numbers]
+    return [round(n) for n in numbers]
 
 
 def macro_windows(n_frames: int, count: int, stride: int, windows: int,
@@ -73,7 +81,7 @@ def macro_windows(n_frames: int, count: int, stride: int, windows: int,
     first = min(lo, n_frames - span)
     last = max(first, min(hi - span + 1, n_frames - span))
     n = min(windows, last - first + 1)
-    starts = sorted({int(round(first + (last - first) * k / max(n - 1, 1))) for k in range(n)})
+    starts = sorted({round(first + (last - first) * k / max(n - 1, 1)) for k in range(n)})
     return [[s + k * stride for k in range(count)] for s in starts]
 
 
@@ -112,6 +120,283 @@ def numbered_images(folder: Path) -> dict[int, Path]:
     return found
 
 
+def child_ignoring_case(parent: Path, name: str) -> Path | None:
+    """`parent/name`, else the one child whose name matches ignoring case (sheets and
+    folders disagree on case, e.g. CAS(ME)^3's `spNO.1` vs `spNo.1`); None if absent.
+
+    Raises:
+        ValueError: several children match ignoring case.
+    """
+    exact = parent / name
+    if exact.exists():
+        return exact
+    if not parent.is_dir():
+        return None
+    matches = sorted(p for p in parent.iterdir() if p.name.casefold() == name.casefold())
+    if len(matches) > 1:
+        raise ValueError(f"{[m.name for m in matches]} in {parent.name} all match {name!r} ignoring case")
+    return matches[0] if matches else None
+
+
+def subject_number(value, prefix: str = "") -> int:
+    """`6`, `6.0`, `'006'` and `'<prefix>6'` all give 6; ValueError for anything else."""
+    text = str(value).strip()
+    if prefix and text.lower().startswith(prefix):
+        text = text[len(prefix):]
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"Subject is not a subject number: {value!r}") from None
+    if not number.is_integer() or number < 0:
+        raise ValueError(f"Subject is not a subject number: {value!r}")
+    return int(number)
+
+
+def sheet_label(value, column: str, allowed: frozenset[str], native: frozenset[str]) -> str:
+    """A sheet's emotion cell as a lower-case native label.
+
+    Raises:
+        ValueError: the label is not in `allowed`; the message says whether it is a
+            native class that the data set's `labels` leave out or no class at all.
+    """
+    label = (cell_text(value) or "").lower()
+    if label in allowed:
+        return label
+    if label in native:
+        raise ValueError(f"emotion {label!r} is not among this data set's labels {sorted(allowed)}")
+    raise ValueError(f"unknown emotion {value!r} in {column}; expected one of {sorted(allowed)}")
+
+
+def required_text(row: pd.Series, column: str) -> str:
+    """A cell that must not be empty, as text; ValueError naming the column otherwise."""
+    text = cell_text(row[column])
+    if text is None:
+        raise ValueError(f"{column} is missing")
+    return text
+
+
+def folder_name(row: pd.Series, column: str) -> str:
+    """A cell naming one folder of the layout; ValueError if it is empty or would reach
+    elsewhere (a separator, `..`), so a sheet cannot point outside the data set root."""
+    text = required_text(row, column)
+    if "/" in text or "\\" in text or text in {".", ".."}:
+        raise ValueError(f"{column} {text!r} is not a folder name")
+    return text
+
+
+# --------------------------------------------------------------------------- sheets
+SHEET_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xls", ".csv"})
+
+
+def find_sheet(root: Path, annotation: str | None, pattern: str, what: str) -> Path:
+    """`root/annotation` if given, else the last (newest-named) file matching `pattern`.
+
+    Raises:
+        AnnotationError: the named file is missing, or nothing matches.
+    """
+    if annotation:
+        path = root / annotation
+        if not path.is_file():
+            raise AnnotationError(f"{what} {path} does not exist")
+        return path
+    candidates = sorted(p for p in root.glob(pattern) if p.suffix.lower() in SHEET_SUFFIXES and p.is_file())
+    if not candidates:
+        raise AnnotationError(f"no {what} ({pattern} as {'/'.join(sorted(SHEET_SUFFIXES))}) in {root}")
+    if len(candidates) > 1:
+        log.info("%d %ss in %s; using %s (set `annotation` to choose)", len(candidates), what, root,
+                 candidates[-1].name)
+    return candidates[-1]
+
+
+def _column_key(text) -> str:
+    return " ".join(str(text).split()).casefold()
+
+
+def _read_worksheets(path: Path, what: str) -> list[pd.DataFrame]:
+    """Every worksheet as a header-less table whose index k is sheet row k + 1."""
+    try:
+        if path.suffix.lower() == ".csv":
+            return [pd.read_csv(path, header=None, dtype=object, skip_blank_lines=False)]
+        return list(pd.read_excel(path, sheet_name=None, header=None, dtype=object).values())
+    except Exception as exc:  # pandas raises many types for a broken workbook; name the file
+        raise AnnotationError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def _header_row(table: pd.DataFrame, required: tuple[str, ...]) -> tuple[int | None, list[str]]:
+    """(index of the first row naming every required column or None, the cells of the row
+    naming the most of them)."""
+    wanted = {_column_key(c) for c in required}
+    best, best_hits = [], 0
+    for index, cells in table.iterrows():
+        names = [text for text in (cell_text(v) for v in cells) if text is not None]
+        hits = len(wanted & {_column_key(n) for n in names})
+        if hits == len(wanted):
+            return index, names
+        if hits > best_hits:
+            best, best_hits = names, hits
+    return None, best
+
+
+def _column_names(cells: pd.Series, required: tuple[str, ...]) -> list[str]:
+    canonical = {_column_key(c): c for c in required}
+    names = []
+    for i, value in enumerate(cells):
+        text = cell_text(value)
+        names.append(f"Unnamed: {i}" if text is None else canonical.get(_column_key(text), text))
+    return names
+
+
+def read_sheet(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
+    """The rows under a sheet's header row, with the 1-based sheet row number as index.
+
+    The header row is the first one holding every required column name (compared
+    ignoring case and repeated spaces), on the first worksheet that has one: SAMM
+    puts it under a preamble, CASME II on row 1. Required columns take the spelling
+    of `required`; blank header cells become `Unnamed: <i>`.
+
+    Raises:
+        AnnotationError: the file cannot be read, or no row names every required column.
+    """
+    found: list[str] = []
+    for table in _read_worksheets(path, what):
+        header, cells = _header_row(table, required)
+        if header is not None:
+            rows = table.loc[header + 1:].copy()
+            rows.columns = _column_names(table.loc[header], required)
+            rows.index = rows.index + 1
+            return rows
+        found = found or cells
+    missing = [c for c in required if _column_key(c) not in {_column_key(f) for f in found}]
+    raise AnnotationError(f"{path}: missing column(s) {missing}; found {found}")
+
+
+def clips_from_sheet(name: str, sheet_path: Path, sheet: pd.DataFrame, required: tuple[str, ...],
+                     parse_row: Callable[[pd.Series], RawClip]) -> tuple[list[RawClip], list[Rejection]]:
+    """Run `parse_row` over every row: a ValueError or a repeated clip item becomes a
+    Rejection naming the sheet row; rows blank in every required column are skipped."""
+    clips, rejections, seen = [], [], set()
+    for number, row in sheet.iterrows():
+        if all(cell_text(row[c]) is None for c in required):
+            continue  # blank spacer rows are common in and at the end of sheets
+        where = f"{sheet_path.name} row {number}"
+        try:
+            clip = parse_row(row)
+        except ValueError as exc:
+            rejections.append(Rejection(name, where, str(exc)))
+            continue
+        if clip.item in seen:
+            rejections.append(Rejection(name, where, f"duplicate clip {clip.item}"))
+            continue
+        seen.add(clip.item)
+        clips.append(clip)
+    return clips, rejections
+
+
+# --------------------------------------------------------------------------- frames
+def expression_interval(row: pd.Series, columns: tuple[str, str, str], where: str,
+                        unknown_apex: frozenset[str | None] = frozenset()) -> tuple[int, int, int]:
+    """(onset, apex, offset) from the sheet columns named in `columns`.
+
+    An apex cell whose text is in `unknown_apex` (None: an empty cell) stands for the
+    midpoint of onset and offset, as several MER papers do; the choice is logged.
+
+    Raises:
+        ValueError: a frame number is missing or not a number, onset is after offset,
+            or the apex lies outside [onset, offset].
+    """
+    onset_column, apex_column, offset_column = columns
+    onset = parse_frame_number(row[onset_column], onset_column)
+    offset = parse_frame_number(row[offset_column], offset_column)
+    if onset > offset:
+        raise ValueError(f"{onset_column} {onset} is after {offset_column} {offset}")
+    apex_text = cell_text(row[apex_column])
+    if apex_text in unknown_apex:
+        apex = (onset + offset) // 2
+        log.info("%s: %s is %s, using the midpoint %d", where, apex_column,
+                 "empty" if apex_text is None else repr(apex_text), apex)
+    else:
+        apex = parse_frame_number(row[apex_column], apex_column)
+    if not onset <= apex <= offset:
+        raise ValueError(f"{apex_column} {apex} is outside [{onset}, {offset}]")
+    return onset, apex, offset
+
+
+def sampled_frames(folder: Path, item: str, numbers: list[int]) -> tuple[tuple[int, Path], ...]:
+    """(frame number, image path) for each of `numbers` among the folder's numbered images.
+
+    Raises:
+        ValueError: the folder is missing or empty, or a frame is not on disk.
+    """
+    if not folder.is_dir():
+        raise ValueError(f"clip folder {item} does not exist")
+    images = numbered_images(folder)
+    if not images:
+        raise ValueError(f"clip folder {item} holds no numbered images")
+    missing = sorted({n for n in numbers if n not in images})
+    if missing:
+        raise ValueError(f"frame(s) {missing} missing from {item} "
+                         f"(has {min(images)}..{max(images)}, {len(images)} images)")
+    return tuple((n, images[n]) for n in numbers)
+
+
+def micro_clip(item: str, subject: str, label: str, interval: tuple[int, int, int], folder: Path,
+               fps: float, frames_per_clip: int, action_units: str | None) -> RawClip:
+    """A micro clip whose frames are sampled onset→apex→offset from a folder of numbered images."""
+    onset, apex, offset = interval
+    frames = sampled_frames(folder, item, micro_frame_numbers(onset, apex, offset, frames_per_clip))
+    return RawClip(item=item, subject=subject, label=label, onset=onset, apex=apex, offset=offset, fps=fps,
+                   action_units=action_units, frames=frames)
+
+
+# --------------------------------------------------------------------------- coding sheets
+@dataclass(frozen=True)
+class CodingSheet:
+    """How a micro-expression data set's coding sheet names things: one row per clip."""
+
+    what: str  # the sheet in messages, e.g. "SAMM FACS-codes sheet"
+    pattern: str  # glob in the data set root that finds the sheet when `annotation` is unset
+    subject: str
+    filename: str
+    frames: tuple[str, str, str]  # onset, apex, offset columns
+    emotion: str
+    action_units: str | None
+    unknown_apex: frozenset[str | None] = frozenset()  # apex cells meaning "use the midpoint"
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return (self.subject, self.filename, *self.frames, self.emotion)
+
+
+# (row, interval) -> (clip item, subject, folder of numbered images); ValueError if unusable.
+Locate = Callable[[pd.Series, tuple[int, int, int]], tuple[str, str, Path]]
+
+
+def read_coding_sheet(name: str, root: Path, sheet: CodingSheet, locate: Locate, *, annotation: str | None,
+                      fps: float, frames_per_clip: int, labels: frozenset[str] | None,
+                      native: frozenset[str]) -> AdapterResult:
+    """Every usable row of a coding sheet as a micro clip; the others become rejections
+    naming the sheet row: unknown emotion, bad or inverted frame numbers, missing folder
+    or frames, duplicate clip. Allowed labels: `labels` if given, else `native`.
+
+    Raises:
+        AnnotationError: no readable sheet, or the sheet lacks a required column.
+    """
+    path = find_sheet(root, annotation, sheet.pattern, sheet.what)
+    table = read_sheet(path, sheet.required, sheet.what)
+    allowed = labels or native
+
+    def parse(row: pd.Series) -> RawClip:
+        label = sheet_label(row[sheet.emotion], sheet.emotion, allowed, native)
+        named = f"{cell_text(row[sheet.subject])}/{cell_text(row[sheet.filename])}"
+        interval = expression_interval(row, sheet.frames, named, sheet.unknown_apex)
+        item, subject, folder = locate(row, interval)
+        action_units = cell_text(row.get(sheet.action_units)) if sheet.action_units else None
+        return micro_clip(item, subject, label, interval, folder, fps, frames_per_clip, action_units)
+
+    clips, rejections = clips_from_sheet(name, path, table, sheet.required, parse)
+    return AdapterResult(clips, rejections, allowed)
+
+
 def allowed_labels(adapter: str, labels: list[str] | None) -> frozenset[str] | None:
     """The native labels a data set may carry: its own list, else the adapter's, else any."""
     if labels:
@@ -122,9 +407,17 @@ def allowed_labels(adapter: str, labels: list[str] | None) -> frozenset[str] | N
 
 
 def _registry() -> dict[str, Callable[..., AdapterResult]]:
-    from mer_core.data.adapters import casme2, videos
+    from mer_core.data.adapters import casme2, casme3, ckplus, mmew, samm, smic, videos
 
-    return {"casme2": casme2.read_casme2, "videos": videos.read_videos}
+    return {
+        "casme2": casme2.read_casme2,
+        "casme3": casme3.read_casme3,
+        "ckplus": ckplus.read_ckplus,
+        "mmew": mmew.read_mmew,
+        "samm": samm.read_samm,
+        "smic": smic.read_smic,
+        "videos": videos.read_videos,
+    }
 
 
 def read_dataset(adapter: str, name: str, root: Path, *, annotation: str | None, fps: float | None,

@@ -13,8 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from mer_core.data.adapters import AdapterResult, AnnotationError, RawClip, cell_text, parse_frame_number
-from mer_core.data.store import Rejection
+from mer_core.data.adapters import (
+    AdapterResult,
+    AnnotationError,
+    RawClip,
+    cell_text,
+    clips_from_sheet,
+    parse_frame_number,
+)
 from mer_core.data.video import VIDEO_SUFFIXES
 
 DEFAULT_MANIFEST = "manifest.csv"
@@ -69,19 +75,9 @@ def _read_manifest(name: str, root: Path, manifest: Path, allowed: frozenset[str
     table.columns = [str(c).strip().lower() for c in table.columns]
     if "path" not in table.columns or "subject" not in table.columns:
         raise AnnotationError(f"{manifest}: needs columns 'path' and 'subject'; found {list(table.columns)}")
-    clips, rejections, seen = [], [], set()
-    for index, row in table.iterrows():
-        where = f"{manifest.name} row {index + 2}"
-        try:
-            clip = _parse_manifest_row(row, root, allowed)
-        except ValueError as exc:
-            rejections.append(Rejection(name, where, str(exc)))
-            continue
-        if clip.item in seen:
-            rejections.append(Rejection(name, where, f"duplicate clip {clip.item}"))
-            continue
-        seen.add(clip.item)
-        clips.append(clip)
+    table.index = table.index + 2  # the 1-based line number: +1 for the header line
+    clips, rejections = clips_from_sheet(name, manifest, table, ("path", "subject"),
+                                         lambda row: _parse_manifest_row(row, root, allowed))
     return AdapterResult(clips, rejections, allowed)
 
 

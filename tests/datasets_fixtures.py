@@ -1,0 +1,172 @@
+"""Tiny data-set trees in the published layouts (see /work/shared/DATASETS.md), sheet quirks
+included, for the adapter tests and for running hostile files through every adapter.
+
+Each builder writes small generated images (never real faces from these data sets) and
+its annotation files under `root`, and returns the annotation it wrote (a sheet, or the
+folder that holds the labels) so that a test can damage it. `frame_image(n)` gives the
+image for frame number n: a flat grey square by default, a rendered face where a test
+needs face detection to succeed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+from openpyxl import Workbook
+
+FrameImage = Callable[[int], np.ndarray]
+
+CASME2_HEADER = ["Subject", "Filename", None, "OnsetFrame", "ApexFrame", "OffsetFrame", None, "Action Units",
+                 "Estimated Emotion"]
+CASME2_SHEET = "CASME2-coding-20140508.xlsx"
+SAMM_HEADER = ["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex Frame", "Offset Frame", "Duration",
+               "Micro", "Action Units", "Estimated Emotion", "Objective Classes", "Notes"]
+SAMM_SHEET = "SAMM_Micro_FACS_Codes_v2.xlsx"
+# The v2 sheet opens with a title block and notes; the header sits on row 14 here.
+SAMM_PREAMBLE = [["SAMM - Spontaneous Micro-Facial Movement Dataset"], [], ["FACS coded micro-movements"],
+                 ["Version 2"], [], ["Notes:", "Onset/Apex/Offset are frame numbers of the image names"],
+                 ["", "Apex -1 means no apex was coded"], [], ["Inducement Code", "see the paper"], [], [],
+                 ["Coders: 2"], []]
+CASME3_HEADER = ["Subject", "Filename", "Onset", "Apex", "Offset", "AU", "Objective class", "emotion"]
+CASME3_SHEET = "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"
+MMEW_HEADER = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units",
+               "Estimated Emotion", "remarks"]
+MMEW_SHEET = "MMEW_Micro_Exp.xlsx"
+
+
+def grey_image(n: int) -> np.ndarray:
+    """An 8×8 grey frame whose level moves a little with the frame number."""
+    return np.full((8, 8, 3), 100 + n % 50, np.uint8)
+
+
+def write_images(folder: Path, names: dict[int, str], frame_image: FrameImage = grey_image) -> None:
+    """Write frame number → file name into `folder` (created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, name in names.items():
+        if not cv2.imwrite(str(folder / name), frame_image(n)):
+            raise OSError(f"could not write {folder / name}")
+
+
+def write_sheet(path: Path, header: list, rows: Iterable[list], preamble: Iterable[list] = (),
+                title: str = "Sheet1") -> Path:
+    """An .xlsx workbook: the preamble rows, the header row, then the data rows."""
+    book = Workbook()
+    sheet = book.active
+    sheet.title = title
+    for row in [*preamble, header, *rows]:
+        sheet.append(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    book.save(path)
+    return path
+
+
+def casme2_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
+                frame_image: FrameImage = grey_image) -> Path:
+    """`sub01/EP02_01f/img46.jpg`; `frames` maps `subXX/EPxx` to frame numbers."""
+    for clip, numbers in frames.items():
+        write_images(root / clip, {n: f"img{n}.jpg" for n in numbers}, frame_image)
+    return write_sheet(root / CASME2_SHEET, CASME2_HEADER, rows)
+
+
+def samm_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]], preamble: list[list] = SAMM_PREAMBLE,
+              frame_image: FrameImage = grey_image) -> Path:
+    """`006/006_1_2/006_05562.jpg`; `frames` maps `006/006_1_2` to frame numbers."""
+    for clip, numbers in frames.items():
+        subject = clip.split("/")[0]
+        write_images(root / clip, {n: f"{subject}_{n:05d}.jpg" for n in numbers}, frame_image)
+    return write_sheet(root / SAMM_SHEET, SAMM_HEADER, rows, preamble)
+
+
+def casme3_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
+                frame_image: FrameImage = grey_image) -> Path:
+    """`spNo.1/a/color/175.jpg` (plus an unused depth folder); `frames` maps `spNo.1/a` to
+    frame numbers. The sheet goes to `annotation/` beside the data, as released."""
+    for recording, numbers in frames.items():
+        write_images(root / "data" / recording / "color", {n: f"{n}.jpg" for n in numbers}, frame_image)
+        (root / "data" / recording / "depth").mkdir(parents=True, exist_ok=True)
+    return write_sheet(root / "annotation" / CASME3_SHEET, CASME3_HEADER, rows, title="label")
+
+
+def mmew_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
+              frame_image: FrameImage = grey_image) -> Path:
+    """`Micro_Expression/happiness/S01-01-001/1.jpg`; `frames` maps `happiness/S01-01-001`
+    to frame numbers."""
+    for clip, numbers in frames.items():
+        write_images(root / "Micro_Expression" / clip, {n: f"{n}.jpg" for n in numbers}, frame_image)
+    return write_sheet(root / MMEW_SHEET, MMEW_HEADER, rows)
+
+
+def smic_tree(root: Path, clips: dict[str, Iterable[int]], frame_image: FrameImage = grey_image) -> Path:
+    """One subset folder (name `root` HS, VIS or NIR): `clips` maps a clip path such as
+    `s1/micro/negative/s1_ne_01` to frame numbers, written as `reg_image022917.bmp`. An
+    empty range leaves an empty folder. Returns `root` (the labels are its folders)."""
+    for clip, numbers in clips.items():
+        (root / clip).mkdir(parents=True, exist_ok=True)
+        write_images(root / clip, {n: f"reg_image{n:06d}.bmp" for n in numbers}, frame_image)
+    return root
+
+
+def ckplus_tree(root: Path, sequences: dict[str, int], emotions: dict[str, str | list[str]],
+                frame_image: FrameImage = grey_image) -> Path:
+    """`cohn-kanade-images/S005/001/S005_001_00000001.png` with `sequences` mapping
+    `S005/001` to its frame count, and `Emotion/S005/001/S005_001_000000NN_emotion.txt`
+    holding the text `emotions` gives (a list writes one file per entry). Returns the
+    Emotion folder."""
+    for sequence, count in sequences.items():
+        prefix = sequence.replace("/", "_")
+        write_images(root / "cohn-kanade-images" / sequence,
+                     {n: f"{prefix}_{n:08d}.png" for n in range(1, count + 1)}, frame_image)
+    for sequence, texts in emotions.items():
+        folder = root / "Emotion" / sequence
+        folder.mkdir(parents=True, exist_ok=True)
+        last = sequences.get(sequence, 1)
+        for k, text in enumerate([texts] if isinstance(texts, str) else texts):
+            (folder / f"{sequence.replace('/', '_')}_{last + k:08d}_emotion.txt").write_text(text)
+    return root / "Emotion"
+
+
+# One valid clip per adapter, for hostile-file corpora: adapter → (builder, read_dataset
+# keyword arguments). A builder writes the tree under its root, which it returns: the
+# root to pass to read_dataset (SMIC's must be named HS, VIS or NIR).
+def _casme2_one(root: Path) -> Path:
+    casme2_tree(root, [[1, "EP02_01f", None, 46, 48, 52, None, "12", "happiness"]],
+                {"sub01/EP02_01f": range(44, 56)})
+    return root
+
+
+def _samm_one(root: Path) -> Path:
+    samm_tree(root, [[6, "006_1_2", 1, 5562, 5566, 5570, 9, "Micro - 1/2", "R12", "Happiness", 2, None]],
+              {"006/006_1_2": range(5560, 5572)})
+    return root
+
+
+def _casme3_one(root: Path) -> Path:
+    casme3_tree(root, [["spNO.1", "a", 100, 103, 108, "4", "negative", "disgust"]], {"spNo.1/a": range(98, 110)})
+    return root / "data"
+
+
+def _mmew_one(root: Path) -> Path:
+    mmew_tree(root, [["S01", "S01-01-001", 2, 5, 9, "12", "happiness", None]], {"happiness/S01-01-001": range(1, 12)})
+    return root
+
+
+def _smic_one(root: Path) -> Path:
+    return smic_tree(root / "HS", {"s1/micro/negative/s1_ne_01": range(22917, 22929)})
+
+
+def _ckplus_one(root: Path) -> Path:
+    ckplus_tree(root, {"S005/001": 12}, {"S005/001": "   3.0000000e+00\n"})
+    return root
+
+
+ONE_CLIP_TREES: dict[str, tuple[Callable[[Path], Path], dict]] = {
+    "casme2": (_casme2_one, {}),
+    "samm": (_samm_one, {}),
+    "casme3": (_casme3_one, {"annotation": f"../annotation/{CASME3_SHEET}"}),
+    "mmew": (_mmew_one, {}),
+    "smic": (_smic_one, {}),
+    "ckplus": (_ckplus_one, {}),
+}
