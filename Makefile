@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test bench bench-ablation clean
+.PHONY: install run test bench bench-memory bench-ablation clean
 
 # torch first and pinned: an unpinned torch drags in gigabytes of CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt
@@ -33,6 +33,9 @@ test: install  ## the test suite (exit 5, "no tests collected", is not a failure
 
 bench: install  ## throughput figures (ingest frames/s, stage wall times)
 	$(BIN)/python benchmarks/bench_data.py
+
+bench-memory: install  ## peak RSS of ingest on a short video vs one 10× longer (streaming check)
+	$(BIN)/python benchmarks/bench_ingest_memory.py
 
 bench-ablation: install  ## the ablation over pre-training × fine-tuning seeds (after `make run`)
 	$(BIN)/python benchmarks/bench_ablation.py

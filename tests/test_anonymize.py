@@ -8,9 +8,10 @@ import stat
 import pytest
 
 from mer_core.data.anonymize import (
-    PseudonymKeyError,
+    KEY_FINGERPRINT_FILE,
     LeakError,
     PseudonymKey,
+    PseudonymKeyError,
     anonymize,
     load_key,
     pseudonym,
@@ -103,3 +104,84 @@ def test_env_key_wins(pseudonym_key, tmp_path):
     key = load_key("MER_PSEUDONYM_KEY", tmp_path / "unused.key", repo_root=tmp_path / "repo")
     assert key.source == "env" and key.secret == bytes.fromhex(pseudonym_key)
     assert not (tmp_path / "unused.key").exists()
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_key_fingerprint_is_recorded_never_the_key(interim, tmp_path):
+    anonymize(interim, tmp_path / CLIPS_DIR, _key(), mask_outside_face=False, face_margin=0.15)
+    record = (tmp_path / CLIPS_DIR / KEY_FINGERPRINT_FILE).read_text()
+    assert json.loads(record) == {"key_fingerprint": _key().fingerprint}
+    assert TEST_KEY_HEX not in record and TEST_KEY_HEX[:16] not in record
+
+
+def test_another_key_is_refused_and_the_output_kept(interim, tmp_path):
+    out = tmp_path / CLIPS_DIR
+    anonymize(interim, out, _key(), mask_outside_face=False, face_margin=0.15)
+    before = _snapshot(out)
+    other = _key("ff" * 32)
+    with pytest.raises(PseudonymKeyError, match=rf"{out}.*{_key().fingerprint}.*{other.fingerprint}.*Restore the original"):
+        anonymize(interim, out, other, mask_outside_face=False, face_margin=0.15)
+    assert _snapshot(out) == before
+    anonymize(interim, out, _key(), mask_outside_face=False, face_margin=0.15)  # the right key carries on
+
+
+def test_a_lost_key_file_is_noticed_not_silently_replaced(interim, tmp_path, monkeypatch):
+    monkeypatch.delenv("MER_PSEUDONYM_KEY", raising=False)
+    key_file, repo, out = tmp_path / "keys" / "pseudonym.key", tmp_path / "repo", tmp_path / CLIPS_DIR
+    anonymize(interim, out, load_key("MER_PSEUDONYM_KEY", key_file, repo_root=repo), False, 0.15)
+    key_file.unlink()  # a new machine, a wiped home folder
+    fresh = load_key("MER_PSEUDONYM_KEY", key_file, repo_root=repo)
+    assert fresh.created
+    with pytest.raises(PseudonymKeyError, match="created just now: the old one is missing"):
+        anonymize(interim, out, fresh, mask_outside_face=False, face_margin=0.15)
+
+
+@pytest.mark.parametrize("plant, message", [
+    (lambda path: path.write_bytes(b"\xff\xfe\x00binary"), "binary content"),
+    (lambda path: path.mkdir(), "cannot read key file"),
+    (lambda path: path.write_text(""), "0 bytes"),
+    (lambda path: path.write_text("abcd"), "2 bytes"),
+])
+def test_an_unreadable_or_malformed_key_file_is_a_clear_error(tmp_path, monkeypatch, plant, message):
+    monkeypatch.delenv("MER_PSEUDONYM_KEY", raising=False)
+    key_file = tmp_path / "pseudonym.key"
+    plant(key_file)
+    with pytest.raises(PseudonymKeyError, match=message) as error:
+        load_key("MER_PSEUDONYM_KEY", key_file, repo_root=tmp_path / "repo")
+    assert str(key_file) in str(error.value)
+    assert key_file.exists(), "a bad key file is reported, never replaced"
+
+
+def test_a_damaged_fingerprint_record_is_a_clear_error(interim, tmp_path):
+    out = tmp_path / CLIPS_DIR
+    anonymize(interim, out, _key(), mask_outside_face=False, face_margin=0.15)
+    (out / KEY_FINGERPRINT_FILE).write_text("{not json")
+    with pytest.raises(PseudonymKeyError, match=f"{out / KEY_FINGERPRINT_FILE} is unreadable"):
+        anonymize(interim, out, _key(), mask_outside_face=False, face_margin=0.15)
+
+
+def test_anonymize_failing_mid_write_leaves_the_previous_output(interim, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from mer_core.data import store
+
+    out = tmp_path / CLIPS_DIR
+    anonymize(interim, out, _key(), mask_outside_face=False, face_margin=0.15)
+    before = _snapshot(out)
+
+    class DiskFullAfterOneRowGroup(pq.ParquetWriter):
+        def write_table(self, table, *args, **kwargs):
+            super().write_table(table, *args, **kwargs)
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store.pq, "ParquetWriter", DiskFullAfterOneRowGroup)
+    with pytest.raises(OSError, match="No space left"):
+        anonymize(interim, out, _key(), mask_outside_face=False, face_margin=0.15)
+    assert _snapshot(out) == before
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    anonymize(interim, out, _key(), mask_outside_face=False, face_margin=0.15)
+    assert _snapshot(out).keys() == before.keys()

@@ -25,7 +25,7 @@ def ingested(tiny_synthetic, tiny_config, tmp_path_factory):
     with (macro / MACRO_MANIFEST_NAME).open("a") as handle:
         handle.write("videos/empty.avi,actor009,happiness,0,1,2,12\nvideos/text.avi,actor009,anger,,,,4\n")
     micro = root / "micro"
-    faceless = sorted((micro / "sub01").iterdir())[0]
+    faceless = min((micro / "sub01").iterdir())
     for image in faceless.glob("*.jpg"):
         cv2.imwrite(str(image), np.full((128, 128, 3), 90, np.uint8))
     book = load_workbook(micro / MICRO_SHEET_NAME)

@@ -4,12 +4,16 @@ Subject identifiers become `s-<HMAC-SHA256(key, dataset, subject)>`, so the same
 keeps the same pseudonym across runs (subject-disjoint splits stay stable) while nobody
 without the key can map it back. The key comes from an environment variable or a key
 file outside the repository, created on first use; it is never logged or written out.
+Only its fingerprint is stored beside the processed clips, so that a run with another
+key — a lost key file silently re-created, a different `$MER_PSEUDONYM_KEY` — stops
+instead of giving everyone new pseudonyms.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -33,11 +37,14 @@ from mer_core.data.store import (
     shard_paths,
     staging_dir,
     write_row_groups,
+    write_text_atomically,
 )
 
 log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
+# Beside the processed shards: which key made their pseudonyms (its fingerprint, never the key).
+KEY_FINGERPRINT_FILE = "pseudonym_key.json"
 
 
 class PseudonymKeyError(RuntimeError):
@@ -52,6 +59,7 @@ class LeakError(RuntimeError):
 class PseudonymKey:
     secret: bytes = field(repr=False)
     source: str  # "env" or "file": where it came from, never the value
+    created: bool = False  # a new key file was made for this run
 
     def digest(self, *parts: str) -> str:
         message = "\x1f".join(parts).encode()
@@ -88,11 +96,14 @@ def load_key(env_var: str, key_file: Path, repo_root: Path | None = None) -> Pse
     if path.is_relative_to(root):
         raise PseudonymKeyError(f"key file {path} is inside the working tree {root}; keep it outside the repository")
     if not path.exists():
-        return PseudonymKey(_create_key_file(path), "file")
+        return PseudonymKey(_create_key_file(path), "file", created=True)
     try:
-        return PseudonymKey(_parse_key(path.read_text(), f"key file {path}"), "file")
+        text = path.read_text(encoding="ascii")
     except OSError as exc:
         raise PseudonymKeyError(f"cannot read key file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise PseudonymKeyError(f"key file {path} is not a hex text key (binary content)") from None
+    return PseudonymKey(_parse_key(text, f"key file {path}"), "file")
 
 
 def _create_key_file(path: Path) -> bytes:
@@ -104,6 +115,48 @@ def _create_key_file(path: Path) -> bytes:
         handle.write(secret.hex() + "\n")
     log.warning("created a new pseudonym key file; back it up: losing it breaks subject continuity")
     return secret
+
+
+def recorded_fingerprint(clips_dir: Path) -> str | None:
+    """The fingerprint of the key that pseudonymised `clips_dir`, None if it records none.
+
+    Raises:
+        PseudonymKeyError: the record exists but cannot be read.
+    """
+    path = Path(clips_dir) / KEY_FINGERPRINT_FILE
+    if not path.exists():
+        return None
+    try:
+        fingerprint = json.loads(path.read_text())["key_fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PseudonymKeyError(f"key fingerprint record {path} is unreadable ({exc!r}); restore it, or delete "
+                                f"{clips_dir} to start a new mapping deliberately") from None
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise PseudonymKeyError(f"key fingerprint record {path} holds no fingerprint")
+    return fingerprint
+
+
+def check_same_key(clips_dir: Path, key: PseudonymKey) -> None:
+    """Refuse to overwrite processed clips whose pseudonyms another key made.
+
+    Raises:
+        PseudonymKeyError: `clips_dir` records a different key fingerprint.
+    """
+    recorded = recorded_fingerprint(clips_dir)
+    if recorded is None or recorded == key.fingerprint:
+        return
+    origin = {"env": "from the environment", "file": "from the key file"}.get(key.source, key.source)
+    if key.created:
+        origin = "a key file created just now: the old one is missing"
+    raise PseudonymKeyError(
+        f"{clips_dir} was pseudonymised with the key of fingerprint {recorded}, but the key in use "
+        f"({origin}) has fingerprint {key.fingerprint}: its pseudonyms would not match the old ones. Restore the "
+        f"original key, or delete {clips_dir} to start a new mapping deliberately")
+
+
+def _record_fingerprint(clips_dir: Path, key: PseudonymKey) -> None:
+    write_text_atomically(Path(clips_dir) / KEY_FINGERPRINT_FILE,
+                          json.dumps({"key_fingerprint": key.fingerprint}, indent=2) + "\n")
 
 
 def pseudonym(key: PseudonymKey, dataset: str, subject: str) -> str:
@@ -207,10 +260,12 @@ def anonymize(in_clips: Path, out_clips: Path, key: PseudonymKey, mask_outside_f
 
     Raises:
         LeakError: the scan found a raw identifier or path; nothing is written.
+        PseudonymKeyError: `out_clips` was made with another key; nothing is written.
     """
     paths = shard_paths(in_clips)
     if not paths:
         raise FileNotFoundError(f"no interim clip shards under {in_clips}; run `mer ingest` first")
+    check_same_key(out_clips, key)
     report = AnonymizationReport(masked_outside_face=mask_outside_face, key_source=key.source,
                                  key_fingerprint=key.fingerprint)
     staged = staging_dir(out_clips)
@@ -235,6 +290,7 @@ def anonymize(in_clips: Path, out_clips: Path, key: PseudonymKey, mask_outside_f
         report.leak_scan = scan_for_leaks(shard_paths(staged), tokens)
         if report.leak_scan["findings"]:
             raise LeakError(f"raw identifiers or paths found in processed data: {report.leak_scan['findings']}")
+        _record_fingerprint(staged, key)
         replace_directory(staged, out_clips)
     finally:
         if staged.exists():

@@ -9,29 +9,45 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import re
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
+from pydantic import ValidationError
 from tqdm import tqdm
 
-from mer_core.config import DatasetSource, IngestParams
+from mer_core.config import DatasetSource, IngestParams, ParamsError
 from mer_core.data.adapters import RawClip, macro_windows, read_dataset
-from mer_core.data.faces import FaceBox, FaceDetector, NoFaceError, crop_face, stabilize_clip
+from mer_core.data.faces import (
+    FaceBox,
+    FaceDetector,
+    NoFaceError,
+    crop_face,
+    stabilize_clip,
+)
 from mer_core.data.store import (
     Rejection,
     ShardWriter,
     clip_schema,
+    read_rejected,
     replace_directory,
     staging_dir,
     write_rejected,
 )
-from mer_core.data.video import FrameReadError, VideoReader, count_video_frames, read_image, read_video_frames
+from mer_core.data.video import (
+    FrameReadError,
+    VideoReader,
+    check_same_size,
+    count_video_frames,
+    read_image_sequence,
+)
 from mer_core.evaluation.protocols import composite_label
 
 log = logging.getLogger(__name__)
@@ -51,7 +67,7 @@ class CropSettings:
     stabilize: bool = True
 
     @classmethod
-    def from_params(cls, params: IngestParams) -> "CropSettings":
+    def from_params(cls, params: IngestParams) -> CropSettings:
         return cls(params.crop_size, params.frames_per_clip, params.window_stride, params.windows_per_video,
                    params.face_margin, params.min_face_px, params.stabilize)
 
@@ -82,41 +98,6 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def decode_windows(clip: RawClip, settings: CropSettings) -> tuple[list[tuple[list[int], list[np.ndarray]]], int, float | None]:
-    """The clip's sampled frames as windows of (frame numbers, BGR frames).
-
-    Returns:
-        (windows, frames decoded, fps read from the container or None).
-    """
-    if clip.video is None:
-        frames = [read_image(path) for _, path in clip.frames]
-        return [([n for n, _ in clip.frames], frames)], len(frames), None
-    kept, decoded, fps, windows = _read_video_windows(clip, settings, length_hint=None)
-    return [(w, [kept[n] for n in w]) for w in windows], decoded, fps
-
-
-def _read_video_windows(clip: RawClip, settings: CropSettings, length_hint: int | None):
-    if length_hint is None:
-        with VideoReader(clip.video) as reader:
-            length_hint = reader.frame_count_hint
-        if length_hint <= 0:
-            length_hint, _ = count_video_frames(clip.video)
-    windows = macro_windows(length_hint, settings.frames_per_clip, settings.window_stride,
-                            settings.windows_per_video, clip.onset, clip.offset)
-    if not windows:
-        raise FrameReadError(f"{clip.item}: only {length_hint} frame(s), too short for one window "
-                             f"of {settings.frames_per_clip}")
-    wanted = {n for w in windows for n in w}
-    kept, decoded, fps = read_video_frames(clip.video, wanted)
-    if wanted - kept.keys():
-        # The container promised more frames than the stream holds (truncated file): re-plan.
-        actual, _ = count_video_frames(clip.video)
-        if actual >= length_hint:
-            raise FrameReadError(f"{clip.item}: frames {sorted(wanted - kept.keys())[:5]} could not be decoded")
-        return _read_video_windows(clip, settings, length_hint=actual)
-    return kept, decoded, fps, windows
-
-
 def _detect(frames: list[np.ndarray], min_face_px: int) -> FaceBox:
     """Face on the first frame (the onset), else on the middle one."""
     detector = _detector(min_face_px)
@@ -124,12 +105,6 @@ def _detect(frames: list[np.ndarray], min_face_px: int) -> FaceBox:
         return detector.detect(frames[0])
     except NoFaceError:
         return detector.detect(frames[len(frames) // 2])
-
-
-def _consistent_shape(frames: list[np.ndarray], item: str) -> None:
-    shapes = {f.shape for f in frames}
-    if len(shapes) > 1:
-        raise FrameReadError(f"{item}: frames differ in size {sorted(shapes)}")
 
 
 def align_window(frames: list[np.ndarray], numbers: list[int], settings: CropSettings,
@@ -141,7 +116,7 @@ def align_window(frames: list[np.ndarray], numbers: list[int], settings: CropSet
         FrameReadError: the frames differ in size.
         NoFaceError: no face on the onset or the middle frame; the message names them.
     """
-    _consistent_shape(frames, where)
+    check_same_size(frames, [f"frame {n}" for n in numbers], where)
     try:
         box = _detect(frames, settings.min_face_px)
     except NoFaceError:
@@ -152,24 +127,107 @@ def align_window(frames: list[np.ndarray], numbers: list[int], settings: CropSet
     return box, crops
 
 
-def process_clip(job: ClipJob) -> ClipOutcome:
-    """Decode, detect, crop: one RawClip → clip rows (one per window) and rejections."""
-    clip, s = job.clip, job.settings
-    outcome = ClipOutcome()
+def _align_into(outcome: ClipOutcome, job: ClipJob, where: str, numbers: list[int], frames: list[np.ndarray],
+                fps: float | None) -> None:
+    """Align one window's frames and add its row to `outcome`, or its rejection."""
     try:
-        windows, outcome.frames_decoded, container_fps = decode_windows(clip, s)
-    except FrameReadError as exc:
-        outcome.rejections.append(Rejection(job.dataset, clip.item, str(exc).replace(str(clip.video), clip.item)))
-        return outcome
-    for k, (numbers, frames) in enumerate(windows):
-        where = clip.item if len(windows) == 1 else f"{clip.item} window {k}"
-        try:
-            box, crops = align_window(frames, numbers, s, where)
-        except (FrameReadError, NoFaceError) as exc:
-            outcome.rejections.append(Rejection(job.dataset, where, str(exc)))
-            continue
-        outcome.rows.append(_row(job, where, numbers, box, crops, clip.fps or container_fps))
+        box, crops = align_window(frames, numbers, job.settings, where)
+    except (FrameReadError, NoFaceError) as exc:
+        outcome.rejections.append(Rejection(job.dataset, where, str(exc)))
+        return
+    outcome.rows.append(_row(job, where, numbers, box, crops, fps))
+
+
+def _process_image_sequence(job: ClipJob) -> ClipOutcome:
+    numbers = [n for n, _ in job.clip.frames]
+    frames = read_image_sequence([path for _, path in job.clip.frames])
+    outcome = ClipOutcome(frames_decoded=len(frames))
+    _align_into(outcome, job, job.clip.item, numbers, frames, job.clip.fps)
     return outcome
+
+
+def _labelled_end(clip: RawClip) -> int | None:
+    """The last frame the annotation names, if it names any."""
+    marks = [v for v in (clip.onset, clip.apex, clip.offset) if v is not None]
+    return max(marks) if marks else None
+
+
+def _video_length(clip: RawClip) -> tuple[int, int]:
+    """(frames in the clip's video, frames decoded to learn that).
+
+    The container's count is trusted unless it is missing or the annotation reaches past
+    it; then the stream is decoded once to count.
+    """
+    with VideoReader(clip.video) as reader:
+        count = reader.frame_count_hint
+    end = _labelled_end(clip)
+    if count > 0 and (end is None or end < count):
+        return count, 0
+    count, _ = count_video_frames(clip.video)
+    return count, count
+
+
+def _plan_windows(clip: RawClip, settings: CropSettings, length: int, why: str = "") -> list[list[int]]:
+    """The frame numbers of each window to cut from a video of `length` usable frames."""
+    end = _labelled_end(clip)
+    if end is not None and end >= length:
+        raise FrameReadError(f"{clip.video}: annotated frame {end} is past the last usable frame {length - 1}{why}")
+    windows = macro_windows(length, settings.frames_per_clip, settings.window_stride,
+                            settings.windows_per_video, clip.onset, clip.offset)
+    if not windows:
+        raise FrameReadError(f"{clip.video}: only {length} usable frame(s), too short for one window "
+                             f"of {settings.frames_per_clip}{why}")
+    return windows
+
+
+def _stream_windows(job: ClipJob, windows: list[list[int]]) -> tuple[ClipOutcome, bool]:
+    """Decode the video once, aligning each window as soon as its frames are in; only the
+    frames of windows not yet aligned are held. Returns the outcome and whether every
+    window was reached before the stream ended."""
+    clip = job.clip
+    outcome, reached = ClipOutcome(), 0
+    with VideoReader(clip.video) as reader:
+        for k, frames in reader.frame_groups(windows):
+            where = clip.item if len(windows) == 1 else f"{clip.item} window {k}"
+            _align_into(outcome, job, where, windows[k], frames, clip.fps or reader.fps)
+            reached += 1
+        outcome.frames_decoded = reader.frames_read
+    return outcome, reached == len(windows)
+
+
+def _process_video(job: ClipJob) -> ClipOutcome:
+    clip = job.clip
+    length, counted = _video_length(clip)
+    outcome, complete = _stream_windows(job, _plan_windows(clip, job.settings, length))
+    if complete:
+        outcome.frames_decoded += counted
+        return outcome
+    decoded = outcome.frames_decoded
+    if decoded == 0:
+        raise FrameReadError(f"{clip.video}: no frame could be decoded")
+    # The stream ended before the container's count: a truncated file. Its last decoded
+    # frame can be partly garbage (a cut-off MJPEG frame still decodes), so it is left out
+    # and the windows are planned again over what is intact.
+    why = f" (the container lists {length} frames but only {decoded} decode: truncated file?)"
+    log.warning("%s%s; using frames 0..%d", clip.item, why, decoded - 2)
+    outcome, complete = _stream_windows(job, _plan_windows(clip, job.settings, decoded - 1, why))
+    if not complete:
+        raise FrameReadError(f"{clip.video}: decoding stopped at a different frame on a second pass")
+    outcome.frames_decoded += counted + decoded
+    return outcome
+
+
+def process_clip(job: ClipJob) -> ClipOutcome:
+    """Decode, detect, crop: one RawClip → clip rows (one per window) and rejections.
+
+    Whatever is wrong with the item's pixels becomes a rejection naming it; the run goes on.
+    """
+    try:
+        return _process_image_sequence(job) if job.clip.video is None else _process_video(job)
+    except FrameReadError as exc:
+        return ClipOutcome(rejections=[Rejection(job.dataset, job.clip.item, str(exc))])
+    except cv2.error as exc:  # OpenCV failing on pixels it cannot handle: a bad item, not a bug here
+        return ClipOutcome(rejections=[Rejection(job.dataset, job.clip.item, f"OpenCV could not process it: {exc}")])
 
 
 def _row(job: ClipJob, where: str, numbers: list[int], box: FaceBox, crops: np.ndarray, fps: float | None) -> dict:
@@ -221,7 +279,7 @@ def _ingest_dataset(source: DatasetSource, params: IngestParams, staged: Path, p
     for outcome in tqdm(results, total=len(jobs), desc=f"ingest {source.name}", unit="clip", leave=False, disable=None):
         for row in outcome.rows:
             writer.add(row)
-        rejections.extend(outcome.rejections)
+        rejections.extend(_without_root(r, source.root) for r in outcome.rejections)
         summary.frames_decoded += outcome.frames_decoded
     writer.flush()
     summary.rows, summary.rejected = writer.rows_written, len(rejections)
@@ -231,11 +289,21 @@ def _ingest_dataset(source: DatasetSource, params: IngestParams, staged: Path, p
     return summary, rejections
 
 
+def _without_root(rejection: Rejection, root: Path) -> Rejection:
+    """The rejection with the data set's root cut out of its reason, so that it names files
+    as the layout does (`videos/a.avi`), not where this machine keeps them."""
+    reason = rejection.reason
+    for prefix in (str(Path(root).resolve()), str(root)):
+        reason = reason.replace(prefix + os.sep, "")
+    return replace(rejection, reason=reason)
+
+
 def ingest(params: IngestParams, sources: list[DatasetSource] | None = None) -> dict[str, DatasetSummary]:
     """Ingest every data set into `out_dir/clips/<name>/` and `out_dir/rejected.parquet`.
 
     The clips folder is built beside the old one and swapped in at the end, so an
-    interrupted run leaves the previous output intact.
+    interrupted run leaves the previous output intact; what a killed run left behind is
+    cleared by the next one.
     """
     sources = params.datasets if sources is None else sources
     out_dir = Path(params.out_dir)
@@ -258,3 +326,31 @@ def ingest(params: IngestParams, sources: list[DatasetSource] | None = None) -> 
         if staged.exists():
             shutil.rmtree(staged)
     return summaries
+
+
+def folder_source(adapter: str, root: Path, kind: str = "macro") -> DatasetSource:
+    """A data set given on the command line rather than in params: named after its folder.
+
+    Raises:
+        FileNotFoundError: `root` is not a folder.
+        ParamsError: the adapter or kind is unknown.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"source folder {root} does not exist")
+    name = re.sub(r"[^a-z0-9_]+", "_", root.resolve().name.lower()).strip("_") or "folder"
+    try:
+        return DatasetSource(name=name, adapter=adapter, root=root, kind=kind)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ParamsError(f"cannot ingest {root} with adapter {adapter!r} as {kind}: {problems}") from None
+
+
+def ingest_folder(source: DatasetSource, output: Path, settings: IngestParams | None = None
+                  ) -> tuple[DatasetSummary, list[Rejection]]:
+    """Ingest one data set into `output/clips/<name>/` and `output/rejected.parquet` with the
+    crop settings of `settings` (the defaults if None); returns its summary and rejections."""
+    settings = settings or IngestParams(datasets=[source])
+    params = settings.model_copy(update={"datasets": [source], "out_dir": Path(output)})
+    summary = ingest(params)[source.name]
+    return summary, read_rejected(Path(output) / REJECTED_FILE)

@@ -8,6 +8,7 @@ larger than memory streams through training one row group at a time.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -73,17 +74,63 @@ def _umask() -> int:
     return mask
 
 
+def _temp_prefix(final: Path) -> str:
+    # The writer's process id in the name tells a killed writer's leftovers from a live one's.
+    return f".{final.name}.{os.getpid()}-"
+
+
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def clear_interrupted_write(final: Path) -> list[Path]:
+    """Undo what a writer of `final` that was killed left behind; returns what it removed.
+
+    Its temporary files and folders are deleted. If it died between moving the previous
+    version aside and renaming the new one in, the previous version is put back first.
+    Temporaries of a writer that is still running are left alone.
+    """
+    final = Path(final)
+    if not final.parent.is_dir():
+        return []
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.(\d+)-(.*)\.tmp$")
+    removed = []
+    for path in sorted(final.parent.iterdir()):
+        match = pattern.match(path.name)
+        if not match or _writer_alive(int(match.group(1))):
+            continue
+        if match.group(2) == "old" and not final.exists():
+            os.replace(path, final)
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        removed.append(path)
+    return removed
+
+
 def atomic_path(final: Path) -> Path:
     """A temporary sibling of `final`; rename it onto `final` once fully written."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    clear_interrupted_write(final)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
     return Path(tmp)
 
 
 def write_atomically(final: Path, write) -> None:
-    """Call `write(tmp_path)`, then rename the temporary file onto `final`."""
+    """Call `write(tmp_path)`, then rename the temporary file onto `final`.
+
+    A failure inside `write` removes the temporary file and leaves `final` as it was.
+    """
     tmp = atomic_path(final)
     try:
         write(tmp)
@@ -207,11 +254,16 @@ def write_rejected(rejections: list[Rejection], final: Path) -> None:
     write_table(table, final)
 
 
+def read_rejected(path: Path) -> list[Rejection]:
+    return [Rejection(**row) for row in pq.read_table(path, schema=REJECTED_SCHEMA).to_pylist()]
+
+
 def staging_dir(final: Path) -> Path:
     """An empty temporary sibling folder of `final`, to be swapped in by `replace_directory`."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    clear_interrupted_write(final)
+    staged = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent))
     staged.chmod(0o777 & ~_umask())
     return staged
 
@@ -221,7 +273,7 @@ def replace_directory(staged: Path, final: Path) -> None:
     final = Path(final)
     old = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        old = final.with_name(f"{_temp_prefix(final)}old.tmp")
         os.replace(final, old)
     os.replace(staged, final)
     if old is not None:
