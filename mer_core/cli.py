@@ -71,9 +71,37 @@ def synthesize(params: Path = ParamsOption, workers: int = typer.Option(2, help=
 
 @app.command()
 @stage
-def ingest(params: Path = ParamsOption, report: Path = typer.Option(Path("reports/ingest.json"))) -> None:
-    """Decode, detect and crop faces, sample frames: raw layouts → interim Parquet."""
+def ingest(
+    params: Path = ParamsOption,
+    report: Path = typer.Option(Path("reports/ingest.json")),
+    adapter: str | None = typer.Option(None, help="Ingest one folder ad hoc with this adapter (e.g. videos: every "
+                                       "video file an unlabelled clip) instead of params' data sets."),
+    source: Path | None = typer.Option(None, help="With --adapter: the folder to read."),
+    output: Path | None = typer.Option(None, help="With --adapter: where clips/ and rejected.parquet are written."),
+    kind: str = typer.Option("macro", help="With --adapter: macro or micro."),
+) -> None:
+    """Decode, detect and crop faces, sample frames: raw layouts → interim Parquet.
+
+    With --adapter, one folder (--source) instead of params' data sets, into --output;
+    it exits 0 when the run completes, even with rejects, and 1 when nothing could be read.
+    """
+    from mer_core.data.ingest import folder_source, ingest_folder
     from mer_core.data.ingest import ingest as run_ingest
+
+    if adapter is not None:
+        if source is None or output is None:
+            raise ParamsError("--adapter needs --source DIR and --output DIR")
+        dataset = folder_source(adapter, source, kind)
+        settings = load_params(params).ingest if params.exists() else None
+        summary, rejected = ingest_folder(dataset, output, settings)
+        typer.echo(f"{source}: {summary.clips_listed} item(s) listed → {summary.rows} clip(s) in {output}, "
+                   f"{len(rejected)} rejected")
+        for r in rejected:
+            typer.echo(f"  rejected {r.item}: {r.reason}")
+        if summary.rows == 0:
+            raise StageFailed(f"nothing could be read from {source}" if summary.clips_listed or rejected
+                              else f"found nothing for adapter {adapter} in {source}")
+        return
 
     summaries = run_ingest(load_params(params).ingest)
     payload = {name: {**asdict(s), "frames_per_second": round(s.frames_per_second, 1)} for name, s in summaries.items()}
@@ -118,6 +146,14 @@ def validate(params: Path = ParamsOption) -> None:
         raise StageFailed(f"validation failed; see {v.report}")
 
 
+def _tracking(p, params_file: Path, stage_name: str):
+    """An MLflow session for this stage, opened before the work so a wrong tracking URI
+    fails in seconds, not after training. The repo root is the params file's folder."""
+    from mer_core.tracking import open_session
+
+    return open_session(p.tracking, Path(params_file).resolve().parent, stage_name, p)
+
+
 def _datasets_of_kind(params, kind: str) -> list[str]:
     names = [d.name for d in params.ingest.datasets if d.kind == kind]
     if not names:
@@ -135,8 +171,12 @@ def pretrain(params: Path = ParamsOption) -> None:
     p = load_params(params)
     t = p.pretrain
     dirs = [Path(t.in_dir) / CLIPS_DIR / name for name in _datasets_of_kind(p, "macro")]
+    session = _tracking(p, params, "pretrain")
     report = run_pretraining(t, dirs, p.ingest.crop_size)
     write_json(t.report, report)
+    from mer_core.tracking import log_pretraining
+
+    log_pretraining(session, p, report, [Path(t.report)])
     for variant, result in report["variants"].items():
         last = result["history"][-1]
         typer.echo(f"{variant}: {result['epochs']} epochs on {result['clips']} clips in {result['seconds']} s "
@@ -149,14 +189,17 @@ def pretrain(params: Path = ParamsOption) -> None:
 def finetune(params: Path = ParamsOption) -> None:
     """MIACNet under leave-one-subject-out for every ablation variant and seed, then the final model."""
     from mer_core.data.store import write_table
-    from mer_core.evaluation.report import predictions_table
+    from mer_core.evaluation.report import predictions_table, scores_by_run
+    from mer_core.tracking import log_finetuning
     from mer_core.training.finetune import run_finetuning
 
     p = load_params(params)
     f = p.finetune
+    session = _tracking(p, params, "finetune")
     rows, report = run_finetuning(f, _datasets_of_kind(p, "micro"), p.pretrain.encoder)
     write_table(predictions_table(rows, report["classes"]), Path(f.predictions))
     write_json(f.report, report)
+    log_finetuning(session, p, report, {k: v for k, v in scores_by_run(rows).items() if k[0] in report["variants"]})
     typer.echo(f"{len(rows)} held-out predictions over {report['subjects']} subjects; final model "
                f"{report['final_model']['path']}")
 
@@ -185,12 +228,125 @@ def evaluate(params: Path = ParamsOption) -> None:
     writer.writeheader()
     writer.writerows(rep.confusion_rows(rows, p.finetune.variant))
     write_text_atomically(Path(e.plots_dir) / "confusion.csv", buffer.getvalue())
+    picture = Path(e.plots_dir) / "confusion.png"
+    rep.write_confusion_png(picture, rep.confusion_summary(rows, p.finetune.variant),
+                            f"{p.finetune.variant}, LOSO, seed {min(p.finetune.seeds)}")
+    from mer_core.tracking import log_evaluation
+
+    log_evaluation(_tracking(p, params, "evaluate"), p, metrics, ablation,
+                   [Path(e.metrics), Path(e.ablation), Path(e.plots_dir) / "confusion.csv", picture,
+                    Path(p.validate_.report)])
     typer.echo(f"{metrics['variant']}: UF1 {metrics['uf1']:.3f} ± {metrics['uf1_std']:.3f}, "
                f"UAR {metrics['uar']:.3f} ± {metrics['uar_std']:.3f}, accuracy {metrics['accuracy']:.3f}")
     for variant, entry in ablation["variants"].items():
         typer.echo(f"  {variant:12s} UF1 {entry['uf1']:.3f} ± {entry['uf1_std']:.3f}  UAR {entry['uar']:.3f}")
     if ablation["ceiling"]:
         typer.echo(f"  ceiling      UF1 {ablation['ceiling']['uf1']:.3f} (AU oracle)")
+
+
+def _read_json(path: Path, produced_by: str) -> dict:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} does not exist; run the {produced_by} stage first")
+    return json.loads(Path(path).read_text())
+
+
+@app.command()
+@stage
+def register(params: Path = ParamsOption) -> None:
+    """Log the final model to MLflow, register a version with its model card, apply the promotion gate."""
+    from mer_core.evaluation.report import model_card_markdown
+    from mer_core.inference import load_final_model
+    from mer_core.tracking import Standing, data_version, git_state, register_model
+
+    p = load_params(params)
+    root = Path(params).resolve().parent
+    metrics = _read_json(p.evaluate.metrics, "evaluate")
+    ablation = _read_json(p.evaluate.ablation, "evaluate")
+    validation = _read_json(p.validate_.report, "validate")
+    _, meta = load_final_model(Path(p.finetune.final_model))
+    micro = _datasets_of_kind(p, "micro")
+    # Scores are comparable only under the same labels, classes and data sets.
+    protocol = f"loso:{meta['label_column']}:{'+'.join(sorted(micro))}:{','.join(meta['classes'])}"
+    version = data_version(root)
+    card = model_card_markdown(
+        model_name=p.register_.model_name, variant=meta["variant"], classes=meta["classes"],
+        datasets={d.name: d.adapter for d in p.ingest.datasets}, protocol=protocol, data_version=version,
+        git_commit=git_state(root)[0], metrics=metrics, ablation=ablation, validation=validation)
+    card_path = Path(p.register_.report).with_name("model_card.md")
+    from mer_core.data.store import write_text_atomically
+
+    write_text_atomically(card_path, card)
+    session = _tracking(p, params, "register")
+    model_config = {"mask_margin": p.ingest.face_margin if p.anonymize.mask_outside_face else None,
+                    "crop_size": p.ingest.crop_size, "frames_per_clip": p.ingest.frames_per_clip,
+                    "face_margin": p.ingest.face_margin, "min_face_px": p.ingest.min_face_px,
+                    "stabilize": p.ingest.stabilize}
+    outcome = register_model(
+        session, p.register_.model_name, Path(p.finetune.final_model), Standing(metrics["uf1"], protocol, version),
+        {k: metrics[k] for k in ("uf1", "uar", "accuracy")}, card, p.register_.promotion_margin,
+        p.ingest.frames_per_clip, model_config, [card_path, Path(p.evaluate.metrics), Path(p.evaluate.ablation)])
+    write_json(p.register_.report, {**asdict(outcome), "protocol": protocol, "data_version": version,
+                                   "uf1": metrics["uf1"]})
+    typer.echo(f"{outcome.model_name} version {outcome.version} → {outcome.alias}: {outcome.reason}")
+
+
+@app.command()
+def predict(
+    video: Path = typer.Argument(..., help="A video file with one face."),
+    model: str = typer.Option("models:/mer-micro@champion", help="A registry URI (models:/NAME@ALIAS, runs:/...) "
+                              "or a final.pt file written by finetune."),
+    onset: int | None = typer.Option(None, help="Onset frame: with --apex and --offset, one window instead of sliding ones."),
+    apex: int | None = typer.Option(None, help="Apex frame."),
+    offset: int | None = typer.Option(None, help="Offset frame."),
+    window: float = typer.Option(0.4, help="Sliding window length in seconds (micro-expressions last < 0.5 s)."),
+    stride: float = typer.Option(0.1, help="Seconds between window starts."),
+    fps: float | None = typer.Option(None, help="Frame rate, if the container's is missing or wrong."),
+    output: Path | None = typer.Option(None, help="Write the JSON here instead of printing it."),
+    params: Path = ParamsOption,
+) -> None:
+    """Per-window class probabilities of a video, as JSON."""
+    from mer_core import inference
+    from mer_core.data.faces import NoFaceError
+    from mer_core.data.video import FrameReadError
+
+    logging.basicConfig(level=os.environ.get("MER_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    given = (onset, apex, offset)
+    if any(v is not None for v in given) and None in given:
+        _fail("predict", "give all of --onset, --apex and --offset, or none")
+    if not video.is_file():
+        _fail("predict", f"{video}: no such file")
+    try:
+        predictor = _load_predictor(model, params)
+        result = inference.predict_video(video, predictor, window_s=window, stride_s=stride, fps=fps,
+                                         given=None if None in given else given)
+    except (FrameReadError, NoFaceError, LookupError, ValueError, *_known_errors()) as exc:
+        _fail("predict", str(exc))
+    text = json.dumps(result.as_json(), indent=2)
+    if output:
+        write_json(output, result.as_json())
+    else:
+        typer.echo(text)
+
+
+def _fail(command: str, message: str) -> None:
+    typer.secho(f"mer {command}: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def _load_predictor(model: str, params_file: Path):
+    from mer_core import inference
+    from mer_core.data.ingest import CropSettings
+
+    if model.endswith(".pt"):
+        p = load_params(params_file)
+        margin = p.ingest.face_margin if p.anonymize.mask_outside_face else None
+        return inference.predictor_from_file(Path(model), CropSettings.from_params(p.ingest), margin)
+    from mer_core.config import TrackingParams
+    from mer_core.tracking import load_registered_model
+
+    tracking = load_params(params_file).tracking if Path(params_file).exists() else TrackingParams()
+    root = Path(params_file).resolve().parent
+    return inference.predictor_from_pyfunc(model, load_registered_model(model, tracking, root))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -72,7 +72,7 @@ class SynthesizeParams(_Section):
     nuisance: Nuisance = Nuisance()
 
 
-AdapterName = Literal["casme2", "videos"]
+AdapterName = Literal["casme2", "samm", "smic", "casme3", "mmew", "ckplus", "videos"]
 
 
 class DatasetSource(_Section):
@@ -201,6 +201,24 @@ class EvaluateParams(_Section):
     plots_dir: Path = Path("reports/plots")
 
 
+class TrackingParams(_Section):
+    """Where MLflow runs and the registry live; `MLFLOW_TRACKING_URI` overrides `uri`."""
+
+    # A relative sqlite path resolves against the repo (the params file's folder), not
+    # the working directory, so every stage and flow run writes to the same database.
+    uri: str = "sqlite:///mlflow.db"
+    artifact_dir: Path = Path("mlartifacts")
+    experiment: str = "mer"
+
+
+class RegisterParams(_Section):
+    model_name: str = "mer-micro"
+    # The new version becomes `champion` only if its UF1 beats the champion's by at least
+    # this much, on the same protocol and data version; otherwise `challenger`.
+    promotion_margin: float = Field(0.01, ge=0)
+    report: Path = Path("reports/registry.json")
+
+
 class Params(_Section):
     synthesize: SynthesizeParams = SynthesizeParams()
     ingest: IngestParams
@@ -209,6 +227,8 @@ class Params(_Section):
     pretrain: PretrainParams = PretrainParams()
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
+    tracking: TrackingParams = TrackingParams()
+    register_: RegisterParams = Field(RegisterParams(), alias="register")
 
     @model_validator(mode="after")
     def _variants_pretrained(self) -> "Params":
@@ -268,6 +288,31 @@ def load_params(path: Path | str = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of stage sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(apply_profile(raw, path))
+    except ValidationError as exc:
+        raise ParamsError(_describe(exc, path)) from None
+
+
+def with_overrides(path: Path | str, overrides: dict[str, object]) -> Params:
+    """The params of `path` with dotted-key `overrides` applied (as `dvc exp run -S` would),
+    validated without writing anything.
+
+    Raises:
+        ParamsError: an override names no existing section, or the result is invalid.
+    """
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text()) if path.exists() else None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: no params to override")
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ParamsError(f"override '{key}': '{part}' is not a section of {path}")
+            node = node[part]
+        node[leaf] = value
     try:
         return Params.model_validate(apply_profile(raw, path))
     except ValidationError as exc:

@@ -54,6 +54,8 @@ def tiny_params(root: Path) -> dict:
     params["evaluate"].update(predictions=str(root / "reports/predictions.parquet"),
                               metrics=str(root / "reports/metrics.json"), ablation=str(root / "reports/ablation.json"),
                               plots_dir=str(root / "reports/plots"))
+    params["tracking"].update(uri=f"sqlite:///{root / 'mlflow.db'}", artifact_dir=str(root / "mlartifacts"))
+    params["register"].update(report=str(root / "reports/registry.json"))
     return params
 
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import torch
 import pytest
+import torch
 import yaml
 
 from mer_core.models.miacnet import build_miacnet
@@ -24,7 +24,11 @@ def _copy_repo(dest: Path) -> Path:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, target)
+    # A commit: runs are tagged with it, and `dvc exp save` needs one.
+    git = ["git", "-c", "user.name=mer-test", "-c", "user.email=test@example.invalid"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "test copy"], cwd=dest, check=True)
     return dest
 
 
@@ -45,7 +49,7 @@ def repo(tmp_path_factory) -> Path:
 
 def test_dvc_repro_runs_every_stage(repo):
     result = _run([sys.executable, "-m", "dvc", "repro"], repo)
-    for stage in ("synthesize", "ingest", "anonymize", "validate", "pretrain", "finetune", "evaluate"):
+    for stage in ("synthesize", "ingest", "anonymize", "validate", "pretrain", "finetune", "evaluate", "register"):
         assert f"Running stage '{stage}'" in result.stdout
     processed = pq.read_table(repo / "data/processed/clips", columns=["clip_id", "subject", "kind", "label",
                                                                       "onset", "apex", "offset", "frames"])
@@ -112,6 +116,41 @@ def test_a_wrong_params_key_stops_with_its_name(repo):
     assert "unknown key 'anonymize.mask_outside_faces'" in result.stderr
 
 
+def test_register_stage_fills_the_registry_with_a_carded_champion(repo):
+    from mlflow.tracking import MlflowClient
+
+    registry = json.loads((repo / "reports/registry.json").read_text())
+    assert registry["alias"] == "champion" and registry["model_name"] == "mer-micro"
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("mer-micro", "champion")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert version.tags["git.commit"] == commit and version.tags["data.version"].endswith(".dir")
+    assert "## Ethics and consent" in version.description and "## Ablation" in version.description
+    runs = client.search_runs([client.get_experiment_by_name("mer").experiment_id], max_results=1000)
+    names = {r.info.run_name for r in runs}
+    assert {"pretrain", "pretrain/ma2mi", "finetune", "finetune/ma2mi/seed0", "ma2mi/seed0/fold0", "evaluate",
+            "register"} <= names
+    evaluate = next(r for r in runs if r.info.run_name == "evaluate")
+    assert {"uf1", "uar", "accuracy", "ablation.scratch.uf1", "ceiling.uf1"} <= set(evaluate.data.metrics)
+    fold = next(r for r in runs if r.info.run_name == "ma2mi/seed0/fold0")
+    assert fold.data.params["held_out_subject"].split("/")[1].startswith("s-")  # a pseudonym
+    assert len(client.get_metric_history(fold.info.run_id, "train_loss")) == 3  # one per epoch
+    artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
+    assert {"metrics.json", "ablation.json", "confusion.png", "validation.json"} <= artifacts
+
+
+def test_nothing_tracked_names_a_real_subject_or_a_source_path(repo):
+    """The raw layout's identifiers (sub01, actor003) and raw paths never reach MLflow."""
+    raw_ids = {p.name for p in (repo / "data/raw/synthetic/micro").iterdir() if p.is_dir()}
+    raw_ids |= {p.stem.split("_")[0] for p in (repo / "data/raw/synthetic/macro").rglob("*.avi")}
+    assert raw_ids
+    stored = [repo / "mlflow.db", *(p for p in (repo / "mlartifacts").rglob("*") if p.is_file() and p.suffix != ".py")]
+    for path in stored:
+        text = path.read_bytes().decode("latin-1")
+        assert "data/raw" not in text, path
+        assert not [t for t in raw_ids if t in text], path
+
+
 def test_prefect_flow_runs_the_stages(repo, monkeypatch):
     """A real Prefect flow run (ephemeral API): catches a broken prefect/fastapi resolution."""
     from flows.pipeline import mer_pipeline
@@ -119,5 +158,27 @@ def test_prefect_flow_runs_the_stages(repo, monkeypatch):
     monkeypatch.setenv("MER_PSEUDONYM_KEY", TEST_KEY_HEX)
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     outputs = mer_pipeline(repo=str(repo))
-    assert set(outputs) == {"synthesize", "ingest", "anonymize", "validate", "pretrain", "finetune", "evaluate"}
+    assert set(outputs) == {"synthesize", "ingest", "anonymize", "validate", "pretrain", "finetune", "evaluate",
+                            "register"}
     assert all("didn't change, skipping" in out or "Running stage" in out for out in outputs.values())
+
+
+def test_flow_params_override_one_run_and_are_saved_as_an_experiment(repo, monkeypatch):
+    from flows.pipeline import mer_pipeline
+
+    monkeypatch.setenv("MER_PSEUDONYM_KEY", TEST_KEY_HEX)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    before = (repo / "params.yaml").read_text()
+    previous = json.loads((repo / "reports/registry.json").read_text())["version"]
+    outputs = mer_pipeline(repo=str(repo), stages=["finetune", "evaluate", "register"],
+                           params={"finetune.epochs": 2})
+    assert "Running stage 'finetune'" in outputs["finetune"]
+    assert (repo / "params.yaml").read_text() == before  # restored: the next run is not affected
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert lock["stages"]["finetune"]["params"]["params.yaml"]["finetune"]["epochs"] == 2
+    experiments = _run([sys.executable, "-m", "dvc", "exp", "list", "--name-only"], repo).stdout
+    assert "mer-" in experiments
+    registry = json.loads((repo / "reports/registry.json").read_text())
+    assert registry["version"] == previous + 1 and registry["alias"] in {"champion", "challenger"}
+    with pytest.raises(Exception, match="finetune.epochz"):
+        mer_pipeline(repo=str(repo), stages=["finetune"], params={"finetune.epochz": 2})

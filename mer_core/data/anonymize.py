@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
 # Beside the processed shards: which key made their pseudonyms (its fingerprint, never the key).
-KEY_FINGERPRINT_FILE = "pseudonym_key.json"
+# Leading "_": Parquet readers (pyarrow datasets, Spark) skip it when reading the clip folder.
+KEY_FINGERPRINT_FILE = "_pseudonym_key.json"
 
 
 class PseudonymKeyError(RuntimeError):

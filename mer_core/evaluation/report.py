@@ -142,3 +142,120 @@ def confusion_summary(rows: list[dict], variant: str) -> dict:
     classes = sorted({p["actual"] for p in pairs} | {p["predicted"] for p in pairs})
     return {"classes": classes,
             "matrix": confusion_matrix([p["actual"] for p in pairs], [p["predicted"] for p in pairs], classes)}
+
+
+def _figure(entry: dict, key: str) -> str:
+    std = entry.get(f"{key}_std")
+    return f"{entry[key]:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def model_card_markdown(*, model_name: str, variant: str, classes: list[str], datasets: dict[str, str],
+                        protocol: str, data_version: str, git_commit: str, metrics: dict, ablation: dict,
+                        validation: dict) -> str:
+    """The registered version's description: what it is, what it was trained and scored
+    on, how well, and what it must not be used for. `datasets` maps name → adapter."""
+    lines = [
+        f"# {model_name}: MIACNet micro-expression classifier ({variant} pre-training)",
+        "",
+        "## Data",
+        f"- Data sets (name: layout): {', '.join(f'{n}: {a}' for n, a in sorted(datasets.items()))}",
+        f"- Processed data version (DVC md5): `{data_version}`; code: git `{git_commit}`",
+        f"- Validation: {'passed' if validation.get('success') else 'FAILED'} "
+        f"({validation.get('rows', '?')} clips, {validation.get('failed', '?')} failed check(s))",
+        f"- Classes: {', '.join(classes)}",
+        "",
+        "## Protocol",
+        f"- `{protocol}`: {metrics.get('protocol', PROTOCOL)}.",
+        f"- Mean ± std over {metrics.get('seeds', '?')} seed(s); the figures come from held-out subjects only.",
+        "",
+        "## Metrics",
+        "| scope | UF1 | UAR | accuracy |",
+        "|---|---|---|---|",
+        f"| all ({metrics.get('clips', '?')} clips) | {_figure(metrics, 'uf1')} | {_figure(metrics, 'uar')} "
+        f"| {_figure(metrics, 'accuracy')} |",
+    ]
+    for name, entry in sorted(metrics.get("per_dataset", {}).items()):
+        lines.append(f"| {name} | {_figure(entry, 'uf1')} | {_figure(entry, 'uar')} | {_figure(entry, 'accuracy')} |")
+    if composite := metrics.get("composite_3class"):
+        lines.append(f"| composite 3-class | {_figure(composite, 'uf1')} | {_figure(composite, 'uar')} "
+                     f"| {_figure(composite, 'accuracy')} |")
+    if oracle := metrics.get("oracle_best_epoch_not_a_result"):
+        lines += ["", f"For comparison with papers only: 'oracle best epoch' (each fold's best epoch picked on its "
+                      f"own test subject — optimistic, not a result) UF1 {_figure(oracle, 'uf1')}."]
+    lines += ["", "## Ablation (same folds and seeds)", "| pre-training | UF1 | UAR | gain over scratch |",
+              "|---|---|---|---|"]
+    for name, entry in ablation.get("variants", {}).items():
+        lines.append(f"| {name} | {_figure(entry, 'uf1')} | {_figure(entry, 'uar')} "
+                     f"| {entry.get('uf1_gain_over_scratch', 0):+.3f} |")
+    if ceiling := ablation.get("ceiling"):
+        lines.append(f"| ceiling ({ceiling['method']}) | {ceiling['uf1']:.3f} | {ceiling['uar']:.3f} | |")
+    lines += [
+        "",
+        "## Intended use",
+        "- Research on facial micro-expressions: scoring aligned clips or short video windows of consenting "
+        "participants, recorded like the training data (frontal face, steady light, high frame rate).",
+        "- Input: aligned RGB clips (N, T, H, W, 3) uint8 with the apex at T // 2, or a video through `mer predict`.",
+        "",
+        "## Limits",
+        "- Trained on few subjects; figures on other populations, cameras, frame rates or spontaneous "
+        "everyday video are unknown and likely lower.",
+        "- The embedded default is synthetic: its figures say the pipeline works, not that faces are understood.",
+        "- A probability is not evidence of a person's emotion, intent or truthfulness.",
+        "",
+        "## Ethics and consent",
+        "- Not for deception detection, hiring, policing, border control, surveillance or any decision about a "
+        "person; emotion inference from faces is contested science.",
+        "- Use only on people who gave informed consent; licensed data sets keep their own licence terms.",
+        "- Subjects appear only as keyed pseudonyms downstream of `anonymize`; the key is never in the registry.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_summary_markdown(*, metrics: dict | None, validation: dict | None, registry: dict | None,
+                         stages: list[str], tracking_uri: str) -> str:
+    """The Prefect artifact a person reads after a pipeline run."""
+    lines = ["# mer pipeline run", "", f"Stages: {', '.join(stages)}", ""]
+    if validation is not None:
+        lines.append(f"- Validation: {'passed' if validation.get('success') else 'FAILED'}, "
+                     f"{validation.get('rows', '?')} clips, {validation.get('failed', '?')} failed check(s)")
+    if metrics is not None:
+        lines.append(f"- LOSO ({metrics.get('variant')}): UF1 {_figure(metrics, 'uf1')}, UAR {_figure(metrics, 'uar')}, "
+                     f"accuracy {_figure(metrics, 'accuracy')}")
+    if registry is not None:
+        lines.append(f"- Registry: {registry['model_name']} version {registry['version']} → "
+                     f"`{registry['alias']}` ({registry['reason']})")
+        lines.append(f"- MLflow run: `{registry['run_id']}` in `{tracking_uri}`")
+    return "\n".join(lines) + "\n"
+
+
+def scores_by_run(rows: list[dict]) -> dict[tuple[str, int], dict[str, float]]:
+    """UF1/UAR/accuracy of every (variant, seed) LOSO run, e.g. for one tracking run each."""
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for row in rows:
+        runs.setdefault((row["variant"], row["seed"]), []).append(row)
+    return {key: _scores(run) for key, run in sorted(runs.items())}
+
+
+def write_confusion_png(path: Path, summary: dict, title: str) -> None:
+    """The confusion matrix as a picture for people (DVC renders the CSV; MLflow shows this)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+
+    from mer_core.data.store import write_atomically
+
+    classes, matrix = summary["classes"], summary["matrix"]
+    figure, axes = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axes.set_yticks(range(len(classes)), classes)
+    axes.set_xlabel("predicted"), axes.set_ylabel("actual"), axes.set_title(title)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            axes.text(j, i, str(count), ha="center", va="center")
+    figure.tight_layout()
+    try:
+        write_atomically(Path(path), lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(figure)

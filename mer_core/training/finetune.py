@@ -79,14 +79,15 @@ def encode_clips(model: MIACNet, clips: MicroClips, batch_size: int = 64) -> Bra
 
 def train_miacnet(setup: FoldSetup, clips: MicroClips, train: list[int], generator: torch.Generator,
                   tokens: BranchTokens | None = None, evaluate_on: list[int] | None = None
-                  ) -> tuple[MIACNet, list[torch.Tensor]]:
+                  ) -> tuple[MIACNet, list[torch.Tensor], list[float]]:
     """Train MIACNet on the `train` clips.
 
     Args:
         tokens: cached branch tokens of all clips (frozen encoders); None trains end to end.
         evaluate_on: clips whose class probabilities are recorded after every epoch.
     Returns:
-        The model and, per epoch, the probabilities (len(evaluate_on), K) on `evaluate_on`.
+        The model; per epoch, the probabilities (len(evaluate_on), K) on `evaluate_on`;
+        the mean training loss of every epoch.
     """
     num_classes = len(clips.classes)
     model = setup.build(num_classes)
@@ -95,7 +96,7 @@ def train_miacnet(setup: FoldSetup, clips: MicroClips, train: list[int], generat
     optimizer = torch.optim.AdamW(params, lr=setup.lr, weight_decay=setup.weight_decay)
     train_idx = torch.tensor(train)
     weights = class_weights(clips.labels[train_idx], num_classes).to(setup.device)
-    per_epoch = []
+    per_epoch, losses = [], []
 
     def logits_of(rows: torch.Tensor) -> torch.Tensor:
         if frozen:
@@ -112,10 +113,10 @@ def train_miacnet(setup: FoldSetup, clips: MicroClips, train: list[int], generat
         model.train()
         if frozen:
             model.position_encoder.eval(), model.action_encoder.eval()
-        engine.train_one_epoch(loss_of_batch, batches, optimizer, setup.device)
+        losses.append(engine.train_one_epoch(loss_of_batch, batches, optimizer, setup.device)["loss"])
         if evaluate_on:
             per_epoch.append(predict_proba(model, logits_of, evaluate_on))
-    return model, per_epoch
+    return model, per_epoch, losses
 
 
 @torch.no_grad()
@@ -124,8 +125,9 @@ def predict_proba(model: MIACNet, logits_of, rows: list[int]) -> torch.Tensor:
     return torch.softmax(logits_of(torch.tensor(rows)).float(), dim=-1).cpu()
 
 
-def run_loso(setup: FoldSetup, clips: MicroClips, seed: int) -> tuple[list[dict], float]:
-    """Every LOSO fold of one (variant, seed): a row per held-out clip, and the seconds taken.
+def run_loso(setup: FoldSetup, clips: MicroClips, seed: int) -> tuple[list[dict], list[dict], float]:
+    """Every LOSO fold of one (variant, seed): a row per held-out clip, a summary per fold
+    (held-out subject, clip count, training loss per epoch), and the seconds taken.
 
     Rows carry the last-epoch prediction (the result) and the per-epoch predictions
     (only for the labelled oracle figure).
@@ -136,9 +138,11 @@ def run_loso(setup: FoldSetup, clips: MicroClips, seed: int) -> tuple[list[dict]
     tokens = None
     if setup.freeze_encoders:
         tokens = encode_clips(setup.build(len(clips.classes)), clips)
-    rows = []
+    rows, folds = [], []
     for fold, (held_out, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
-        _, per_epoch = train_miacnet(setup, clips, train, generator, tokens, evaluate_on=test)
+        _, per_epoch, losses = train_miacnet(setup, clips, train, generator, tokens, evaluate_on=test)
+        folds.append({"fold": fold, "held_out": held_out, "clips": len(test),
+                      "train_loss": [round(v, 5) for v in losses]})
         final = per_epoch[-1]
         for j, i in enumerate(test):
             rows.append({"clip_id": clips.clip_ids[i], "dataset": clips.datasets[i], "subject": clips.subjects[i],
@@ -147,7 +151,7 @@ def run_loso(setup: FoldSetup, clips: MicroClips, seed: int) -> tuple[list[dict]
                          "predicted": clips.classes[int(final[j].argmax())],
                          "probabilities": final[j].tolist(),
                          "predicted_per_epoch": [clips.classes[int(p[j].argmax())] for p in per_epoch]})
-    return rows, time.perf_counter() - started
+    return rows, folds, time.perf_counter() - started
 
 
 def fold_setup(params: FinetuneParams, variant: str, encoder_name: str, device: torch.device) -> FoldSetup:
@@ -193,10 +197,10 @@ def run_loso_job(job: LosoJob) -> dict:
         log.info("%s seed %d: already done, reusing %s", job.variant, job.seed, checkpoint)
         return done["result"]
     setup = fold_setup(p, job.variant, job.encoder_name, engine.select_device(p.device))
-    rows, seconds = run_loso(setup, clips, job.seed)
+    rows, folds, seconds = run_loso(setup, clips, job.seed)
     for row in rows:
         row.update(variant=job.variant, seed=job.seed)
-    result = {"rows": rows, "seconds": round(seconds, 1), "classes": clips.classes}
+    result = {"rows": rows, "folds": folds, "seconds": round(seconds, 1), "classes": clips.classes}
     engine.save_checkpoint(checkpoint, {"fingerprint": print_, "result": result})
     log.info("%s seed %d: %d folds in %.0f s", job.variant, job.seed, rows[-1]["fold"] + 1 if rows else 0, seconds)
     return result
@@ -229,7 +233,9 @@ def run_finetuning(params: FinetuneParams, datasets: list[str], encoder_name: st
     rows += au_oracle_predictions(clips)
     report = {"device": str(device), "variants": variants, "seeds": params.seeds, "classes": clips.classes,
               "clips": len(clips), "subjects": len(set(clips.subjects)),
-              "seconds": {f"{j.variant}/seed{j.seed}": r["seconds"] for j, r in zip(jobs, results)}}
+              "seconds": {f"{j.variant}/seed{j.seed}": r["seconds"] for j, r in zip(jobs, results)},
+              # Checkpoints from before fold summaries were kept have none: an empty list.
+              "folds": {f"{j.variant}/seed{j.seed}": r.get("folds", []) for j, r in zip(jobs, results)}}
     report["final_model"] = train_final_model(params, clips, encoder_name, device)
     return rows, report
 
@@ -240,11 +246,11 @@ def train_final_model(params: FinetuneParams, clips: MicroClips, encoder_name: s
     setup = fold_setup(params, params.variant, encoder_name, device).with_fixed_encoders(len(clips.classes))
     tokens = encode_clips(setup.build(len(clips.classes)), clips) if setup.freeze_encoders else None
     started = time.perf_counter()
-    model, _ = train_miacnet(setup, clips, list(range(len(clips))), generator, tokens)
+    model, _, losses = train_miacnet(setup, clips, list(range(len(clips))), generator, tokens)
     seconds = time.perf_counter() - started
     engine.save_checkpoint(Path(params.final_model), {
         "architecture": "miacnet", "encoder": encoder_name, "variant": params.variant, "classes": clips.classes,
         "label_column": params.label_column, "img_size": int(clips.onset.shape[1]),
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
     return {"path": str(params.final_model), "variant": params.variant, "clips": len(clips),
-            "seconds": round(seconds, 1)}
+            "seconds": round(seconds, 1), "train_loss": [round(v, 5) for v in losses]}

@@ -1,0 +1,245 @@
+"""Prediction with a trained MIACNet: aligned clips → class probabilities, and a whole
+video → per-window probabilities (`mer predict`).
+
+A video is aligned exactly as `ingest` aligns training clips (`align_window`: detect,
+crop, stabilize) and masked as `anonymize` masks them, so the model sees what it was
+trained on. Frames are decoded once, in order, and only one window's span is held in
+memory, so a long video costs time, not memory.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mer_core.data.adapters import micro_frame_numbers
+from mer_core.data.faces import NoFaceError, face_ellipse_mask
+from mer_core.data.ingest import CropSettings, align_window
+from mer_core.data.video import FrameReadError, VideoReader, read_video_frames
+from mer_core.models.miacnet import MIACNet, build_miacnet
+
+_BATCH = 64
+
+
+def load_final_model(path: Path) -> tuple[MIACNet, dict]:
+    """The final model `finetune` saved, in eval mode on CPU, and its metadata
+    (classes, encoder, variant, img_size, label_column)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist; run `dvc repro finetune` first")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_miacnet(state["encoder"], len(state["classes"]))
+    model.load_state_dict(state["state_dict"])
+    meta = {k: state[k] for k in ("classes", "encoder", "variant", "img_size", "label_column")}
+    return model.eval(), meta
+
+
+@torch.no_grad()
+def class_probabilities(model: MIACNet, clips: np.ndarray, mask_margin: float | None = None) -> np.ndarray:
+    """(N, T, H, W, 3) uint8 RGB aligned clips, apex at T // 2 → (N, K) probabilities.
+
+    `mask_margin` blanks everything outside the face ellipse, as `anonymize` did to the
+    training clips when it masked them.
+    """
+    if clips.ndim != 5 or clips.shape[-1] != 3:
+        raise ValueError(f"expected clips of shape (N, T, H, W, 3), got {clips.shape}")
+    if mask_margin is not None:
+        clips = clips * face_ellipse_mask(clips.shape[2], mask_margin)[None, None, :, :, None]
+    onset = torch.from_numpy(np.ascontiguousarray(clips[:, 0]))
+    apex = torch.from_numpy(np.ascontiguousarray(clips[:, clips.shape[1] // 2]))
+    parts = [torch.softmax(model(onset[i:i + _BATCH], apex[i:i + _BATCH]).float(), dim=-1)
+             for i in range(0, len(clips), _BATCH)]
+    return torch.cat(parts).numpy().astype(np.float64)
+
+
+@dataclass(frozen=True)
+class ClipPredictor:
+    """What `predict_video` needs from a model, wherever it was loaded from."""
+
+    name: str
+    classes: list[str]
+    frames_per_clip: int
+    crop: CropSettings
+    predict: Callable[[np.ndarray], np.ndarray]  # aligned clips → (N, K) probabilities
+
+
+def predictor_from_file(path: Path, crop: CropSettings, mask_margin: float | None) -> ClipPredictor:
+    """A predictor over a `final.pt` written by `finetune`."""
+    model, meta = load_final_model(path)
+    if meta["img_size"] != crop.crop_size:
+        raise ValueError(f"{path} was trained on {meta['img_size']} px crops, ingest.crop_size is {crop.crop_size}")
+    return ClipPredictor(Path(path).name, meta["classes"], crop.frames_per_clip, crop,
+                         lambda clips: class_probabilities(model, clips, mask_margin))
+
+
+def predictor_from_pyfunc(uri: str, pyfunc) -> ClipPredictor:
+    """A predictor over a registered pyfunc; its alignment settings travel in its model config."""
+    config = pyfunc.model_config or {}
+    crop = CropSettings(crop_size=config["crop_size"], frames_per_clip=config["frames_per_clip"], window_stride=1,
+                        windows_per_video=1, face_margin=config["face_margin"], min_face_px=config["min_face_px"],
+                        stabilize=config["stabilize"])
+    classes = [c.name for c in pyfunc.metadata.get_output_schema().inputs]
+    return ClipPredictor(uri, classes, crop.frames_per_clip, crop,
+                         lambda clips: pyfunc.predict(clips).to_numpy(np.float64))
+
+
+# --- windows over a video ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Window:
+    start: int
+    end: int  # inclusive
+    numbers: list[int]  # the sampled frame numbers, apex at len // 2
+
+
+def given_window(onset: int, apex: int, offset: int, frames_per_clip: int) -> Window:
+    if not onset <= apex <= offset:
+        raise ValueError(f"need onset ≤ apex ≤ offset, got {onset}, {apex}, {offset}")
+    return Window(onset, offset, micro_frame_numbers(onset, apex, offset, frames_per_clip))
+
+
+def sliding_windows(frames: Iterator[tuple[int, np.ndarray]], span: int, stride: int, frames_per_clip: int
+                    ) -> Iterator[tuple[Window, list[np.ndarray]]]:
+    """Windows of `span` frames every `stride` frames, apex assumed mid-window, from a
+    frame stream; holds at most `span` frames. A tail shorter than `span` is not a window."""
+    if span < frames_per_clip or stride < 1:
+        raise ValueError(f"a window of {span} frames cannot hold {frames_per_clip} samples (stride {stride})")
+    buffer: deque[tuple[int, np.ndarray]] = deque(maxlen=span)
+    for number, frame in frames:
+        buffer.append((number, frame))
+        start = number - span + 1
+        if start >= 0 and start % stride == 0:
+            numbers = micro_frame_numbers(start, start + span // 2, number, frames_per_clip)
+            by_number = dict(buffer)
+            yield Window(start, number, numbers), [by_number[n] for n in numbers]
+
+
+@dataclass
+class VideoPrediction:
+    video: str
+    model: str
+    fps: float
+    classes: list[str]
+    windows: list[dict]
+    rejected: list[dict]
+
+    def as_json(self) -> dict:
+        return {"video": self.video, "model": self.model, "fps": self.fps, "classes": self.classes,
+                "windows": self.windows, "rejected": self.rejected}
+
+
+def predict_video(video: Path, predictor: ClipPredictor, *, window_s: float = 0.4, stride_s: float = 0.1,
+                  given: tuple[int, int, int] | None = None, fps: float | None = None) -> VideoPrediction:
+    """Per-window class probabilities for one video.
+
+    Windows are aligned as they stream by and scored in batches, so memory holds one
+    window span of frames and one batch of crops, however long the video.
+
+    Args:
+        given: (onset, apex, offset) frame numbers: one window instead of sliding ones.
+        fps: overrides the container's frame rate (needed when it reports none).
+    Raises:
+        FrameReadError: the file cannot be decoded, or is shorter than one window.
+        NoFaceError: no window had a face.
+    """
+    video = Path(video)
+    scorer = _WindowScorer(video.name, predictor)
+    with VideoReader(video) as reader:
+        rate = fps or reader.fps
+        if given is None:
+            if rate <= 0:
+                raise FrameReadError(f"{video}: the container gives no frame rate; pass --fps")
+            span = max(predictor.frames_per_clip, round(window_s * rate))
+            stride = max(1, round(stride_s * rate))
+            for window, frames in sliding_windows(reader.frames(), span, stride, predictor.frames_per_clip):
+                scorer.add(window, frames)
+    if given is not None:
+        window = given_window(*given, predictor.frames_per_clip)
+        kept, _, _ = read_video_frames(video, window.numbers)
+        missing = sorted(set(window.numbers) - kept.keys())
+        if missing:
+            raise FrameReadError(f"{video}: frames {missing[:5]} are past the end of the video")
+        scorer.add(window, [kept[n] for n in window.numbers])
+    return scorer.finish(rate, window_s)
+
+
+class _WindowScorer:
+    """Aligns windows one by one and scores them a batch at a time."""
+
+    def __init__(self, video_name: str, predictor: ClipPredictor):
+        self.video_name, self.predictor = video_name, predictor
+        self.pending: list[tuple[Window, np.ndarray]] = []
+        self.scored: list[tuple[Window, np.ndarray]] = []
+        self.rejected: list[dict] = []
+        self.seen = 0
+
+    def add(self, window: Window, frames: list[np.ndarray]) -> None:
+        self.seen += 1
+        try:
+            crops = align_window(frames, window.numbers, self.predictor.crop, self.video_name)[1]
+        except (FrameReadError, NoFaceError) as exc:
+            self.rejected.append({"start_frame": window.start, "end_frame": window.end, "reason": str(exc)})
+            return
+        self.pending.append((window, crops))
+        if len(self.pending) == _BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            probabilities = self.predictor.predict(np.stack([crops for _, crops in self.pending]))
+            self.scored += [(w, p) for (w, _), p in zip(self.pending, probabilities)]
+            self.pending = []
+
+    def finish(self, fps: float, window_s: float) -> VideoPrediction:
+        self._flush()
+        if self.seen == 0:
+            raise FrameReadError(f"{self.video_name}: shorter than one window of {window_s} s")
+        if not self.scored:
+            raise NoFaceError(f"{self.video_name}: no face found in any of {self.seen} window(s); "
+                              "is there a frontal face in the video?")
+        classes = self.predictor.classes
+
+        def seconds(frame: int) -> float | None:
+            return round(frame / fps, 3) if fps > 0 else None
+
+        rows = [{"start_frame": w.start, "end_frame": w.end, "start_s": seconds(w.start), "end_s": seconds(w.end),
+                 "probabilities": {c: round(float(v), 5) for c, v in zip(classes, p)},
+                 "predicted": classes[int(np.argmax(p))]} for w, p in self.scored]
+        return VideoPrediction(self.video_name, self.predictor.name, fps, classes, rows, self.rejected)
+
+
+def score_micro_clips(predict: Callable[[np.ndarray], np.ndarray], classes: list[str], clips_dir: Path,
+                      datasets: list[str], label_column: str) -> dict:
+    """UF1, UAR and accuracy of `predict` on the labelled micro clips of the processed
+    table (their apex sits at T // 2, as the model expects). Clips whose label the model
+    does not know are counted, not scored."""
+    import pyarrow.parquet as pq
+
+    from mer_core.data.store import frames_to_numpy, shard_paths
+    from mer_core.evaluation.metrics import summarize
+
+    actual, predicted, unknown = [], [], 0
+    for dataset in datasets:
+        for shard in shard_paths(Path(clips_dir) / dataset):
+            table = pq.read_table(shard, columns=["kind", label_column, "frames"])
+            labels = table.column(label_column).to_pylist()
+            keep = [i for i, (kind, label) in enumerate(zip(table.column("kind").to_pylist(), labels))
+                    if kind == "micro" and label is not None]
+            unknown += sum(labels[i] not in classes for i in keep)
+            keep = [i for i in keep if labels[i] in classes]
+            if not keep:
+                continue
+            frames = frames_to_numpy(table.take(keep).column("frames"))
+            for start in range(0, len(keep), _BATCH):
+                probabilities = predict(frames[start:start + _BATCH])
+                predicted += [classes[int(k)] for k in probabilities.argmax(axis=1)]
+            actual += [labels[i] for i in keep]
+    if not actual:
+        raise ValueError(f"no labelled micro clips of {datasets} under {clips_dir} with the model's classes")
+    return {**{k: round(v, 4) for k, v in summarize(actual, predicted).items()}, "clips": len(actual),
+            "clips_with_unknown_label": unknown}

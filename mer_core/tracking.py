@@ -1,0 +1,365 @@
+"""The one module that talks to MLflow: where runs go, what every run is tagged with,
+stage runs with nested runs, the registered pyfunc model, and the promotion gate.
+
+Privacy: nothing logged here may name a real subject or a source path. Params come
+through `loggable_params`, which drops every path-typed setting; subjects only ever
+appear as the pseudonyms of the processed data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from pydantic import BaseModel
+
+from mer_core.config import Params, TrackingParams
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+PROCESSED_DATA = "data/processed"
+_BATCH = 900  # MLflow's log_batch takes at most 1000 metrics per call
+
+
+def resolve_tracking_uri(tracking: TrackingParams, root: Path) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else `tracking.uri` with a relative sqlite path made
+    absolute against `root` (a relative one would move with the working directory)."""
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
+    prefix = "sqlite:///"
+    if tracking.uri.startswith(prefix) and not tracking.uri.startswith(prefix + "/"):
+        return prefix + str((root / tracking.uri[len(prefix):]).resolve())
+    return tracking.uri
+
+
+def _git(root: Path, *args: str) -> str | None:
+    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def git_state(root: Path) -> tuple[str, bool]:
+    """(commit or 'none', whether tracked files differ from it). `dvc.lock` is left out:
+    DVC rewrites it after every stage of the very run being tagged."""
+    commit = _git(root, "rev-parse", "HEAD") or "none"
+    status = _git(root, "status", "--porcelain", "--untracked-files=no") or ""
+    changed = [line[3:] for line in status.splitlines() if line[3:] != "dvc.lock"]
+    return commit, bool(changed)
+
+
+def data_version(root: Path) -> str:
+    """DVC's hash of the processed data (the `anonymize` stage's output in dvc.lock)."""
+    lock = root / "dvc.lock"
+    if lock.exists():
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for stage in stages.values():
+            for out in stage.get("outs", []):
+                if out.get("path") == PROCESSED_DATA and out.get("md5"):
+                    return out["md5"]
+    return "unversioned"
+
+
+def params_hash(params: Params) -> str:
+    canonical = json.dumps(params.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def provenance_tags(root: Path, stage: str, params: Params) -> dict[str, str]:
+    """The tags every run carries: code, data and params versions, and the DVC stage."""
+    commit, dirty = git_state(root)
+    tags = {"git.commit": commit, "git.dirty": str(dirty).lower(), "data.version": data_version(root),
+            "params.hash": params_hash(params), "dvc.stage": stage}
+    if group := os.environ.get("MER_RUN_GROUP"):  # set by the Prefect flow: one id per pipeline run
+        tags["mer.run_group"] = group
+    return tags
+
+
+def loggable_params(section: BaseModel, prefix: str) -> dict[str, str]:
+    """A params section flattened to `prefix.key` strings, without any path-typed value."""
+    out: dict[str, str] = {}
+
+    def walk(value, key: str) -> None:
+        if isinstance(value, Path):
+            return
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name), f"{key}.{name}")
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            for i, item in enumerate(value):
+                walk(item, f"{key}.{i}")
+        else:
+            out[key] = str(value)[:500]
+
+    walk(section, prefix)
+    return out
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
+
+
+@dataclass
+class TrackingSession:
+    """A client bound to the experiment, with the tags every run of this stage gets."""
+
+    client: MlflowClient
+    experiment_id: str
+    tags: dict[str, str]
+    uri: str
+
+    def log_run(self, name: str, *, params: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
+                history: list[dict] | None = None, artifacts: list[Path] = (), parent: str | None = None,
+                tags: dict[str, str] | None = None) -> str:
+        """One finished run: params, summary metrics, per-step `history` (each dict's
+        `epoch` is the step), artifacts; nested under `parent` when given. Returns its id."""
+        run_tags = {**self.tags, **(tags or {})}
+        if parent:
+            run_tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=name)
+        run_id = run.info.run_id
+        now = int(time.time() * 1000)
+        points = [Metric(k, v, now, 0) for k, v in _finite(metrics or {}).items()]
+        for entry in history or []:
+            step = int(entry.get("epoch", 0))
+            points += [Metric(k, v, now, step) for k, v in _finite(entry).items() if k != "epoch"]
+        param_list = [Param(k, v) for k, v in (params or {}).items()]
+        for start in range(0, len(param_list), 100):  # log_batch takes 100 params, 1000 metrics
+            self.client.log_batch(run_id, params=param_list[start:start + 100])
+        for start in range(0, len(points), _BATCH):
+            self.client.log_batch(run_id, metrics=points[start:start + _BATCH])
+        for path in artifacts:
+            if Path(path).exists():
+                self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id)
+        return run_id
+
+
+def open_session(tracking: TrackingParams, root: Path, stage: str, params: Params) -> TrackingSession:
+    """Point MLflow at the configured store and experiment (created with a local
+    artifact folder when the store is the embedded sqlite one)."""
+    uri = resolve_tracking_uri(tracking, root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(uri, uri)
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    if experiment is None:
+        location = (root / tracking.artifact_dir).resolve().as_uri() if uri.startswith("sqlite:") else None
+        experiment_id = client.create_experiment(tracking.experiment, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    return TrackingSession(client, experiment_id, provenance_tags(root, stage, params), uri)
+
+
+# --- what each stage logs -----------------------------------------------------------
+
+def log_pretraining(session: TrackingSession, params: Params, report: dict, artifacts: list[Path]) -> str:
+    """A `pretrain` run with one nested run per objective and its per-epoch losses."""
+    parent = session.log_run("pretrain", params=loggable_params(params.pretrain, "pretrain"), artifacts=artifacts)
+    for variant, result in report["variants"].items():
+        summary = {k: result[k] for k in ("clips", "clips_per_second", "seconds", "data_wait_fraction",
+                                           "peak_gpu_memory_mb") if k in result}
+        session.log_run(f"pretrain/{variant}", parent=parent, metrics=summary, history=result["history"],
+                        params={"variant": variant, "encoder": result["encoder"], "epochs": str(result["epochs"])})
+    return parent
+
+
+def log_finetuning(session: TrackingSession, params: Params, report: dict,
+                   scores: dict[tuple[str, int], dict[str, float]]) -> str:
+    """A `finetune` run; nested, one run per (variant, seed) with its LOSO scores, and
+    under it one run per fold (held-out subject pseudonym, clips, training loss)."""
+    parent = session.log_run("finetune", params=loggable_params(params.finetune, "finetune"),
+                             metrics={"final_model_seconds": report["final_model"]["seconds"]},
+                             history=[{"epoch": e, "final_model_train_loss": v}
+                                      for e, v in enumerate(report["final_model"].get("train_loss", []))])
+    for (variant, seed), score in scores.items():
+        key = f"{variant}/seed{seed}"
+        run = session.log_run(f"finetune/{key}", parent=parent, metrics={**score, "seconds": report["seconds"][key]},
+                              params={"variant": variant, "seed": str(seed)})
+        for fold in report.get("folds", {}).get(key, []):
+            session.log_run(f"{key}/fold{fold['fold']}", parent=run, metrics={"held_out_clips": fold["clips"]},
+                            history=[{"epoch": e, "train_loss": v} for e, v in enumerate(fold["train_loss"])],
+                            params={"fold": str(fold["fold"]), "held_out_subject": fold["held_out"]})
+    return parent
+
+
+def _flat_metrics(prefix: str, entry: dict) -> dict[str, float]:
+    return {f"{prefix}{k}": v for k, v in entry.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def log_evaluation(session: TrackingSession, params: Params, metrics: dict, ablation: dict,
+                   artifacts: list[Path]) -> str:
+    """An `evaluate` run: the shipped variant's figures (overall, per data set, composite),
+    the ablation and its ceiling, and the reports as artifacts."""
+    flat = _flat_metrics("", metrics)
+    for name, entry in metrics.get("per_dataset", {}).items():
+        flat |= _flat_metrics(f"{name}.", entry)
+    flat |= _flat_metrics("composite_3class.", metrics.get("composite_3class", {}))
+    flat |= _flat_metrics("oracle_best_epoch_not_a_result.", metrics.get("oracle_best_epoch_not_a_result", {}))
+    for variant, entry in ablation.get("variants", {}).items():
+        flat |= _flat_metrics(f"ablation.{variant}.", entry)
+    if ceiling := ablation.get("ceiling"):
+        flat |= _flat_metrics("ceiling.", ceiling)
+    return session.log_run("evaluate", params={"variant": metrics["variant"], "protocol": metrics["protocol"]},
+                           metrics=flat, artifacts=artifacts)
+
+
+# --- the registered model ------------------------------------------------------------
+
+# MLflow warns at class definition that `predict` has no type hints, and forces that
+# warning on; the explicit tensor signature is what validates inputs here.
+with warnings.catch_warnings(record=True):
+    class MicroExpressionModel(mlflow.pyfunc.PythonModel):
+        """Aligned micro clips (N, T, H, W, 3) uint8 RGB, apex at T // 2, as in the processed
+        clip table → a DataFrame of class probabilities, one column per class."""
+
+        def load_context(self, context) -> None:
+            from mer_core.inference import load_final_model
+
+            self.model, self.meta = load_final_model(Path(context.artifacts["final_model"]))
+            self.config = context.model_config or {}
+
+        def predict(self, context, model_input, params=None) -> pd.DataFrame:
+            from mer_core.inference import class_probabilities
+
+            clips = np.asarray(model_input, dtype=np.uint8)
+            probabilities = class_probabilities(self.model, clips, self.config.get("mask_margin"))
+            return pd.DataFrame(probabilities, columns=self.meta["classes"])
+
+
+def _signature(meta: dict, frames: int):
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    size = meta["img_size"]
+    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, frames, size, size, 3))])
+    outputs = Schema([ColSpec("double", c) for c in meta["classes"]])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def _requirements() -> list[str]:
+    import torch
+
+    # Explicit: MLflow would record torch without the local "+cpu" and pull the CUDA build.
+    return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
+            f"numpy=={np.__version__}", f"pandas=={pd.__version__}", "pydantic", "pyyaml"]
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the promotion gate compares: UF1 under a protocol on a data version."""
+
+    uf1: float
+    protocol: str
+    data_version: str
+
+
+def promotion_decision(candidate: Standing, champion: Standing | None, margin: float) -> tuple[str, str]:
+    """(alias, reason): `champion` only if the candidate beats the current champion's UF1
+    by `margin` on the same protocol and data version; otherwise `challenger`."""
+    if not math.isfinite(candidate.uf1):
+        raise ValueError(f"candidate UF1 is {candidate.uf1}; refusing to register a model without a score")
+    if champion is None:
+        return CHAMPION, f"no champion yet; UF1 {candidate.uf1:.4f}"
+    if champion.protocol != candidate.protocol:
+        return CHALLENGER, (f"not comparable: champion was scored under protocol {champion.protocol!r}, "
+                            f"this one under {candidate.protocol!r}; review and promote by hand")
+    if champion.data_version != candidate.data_version:
+        return CHALLENGER, (f"not comparable: champion was scored on data version {champion.data_version}, "
+                            f"this one on {candidate.data_version}; review and promote by hand")
+    gain = candidate.uf1 - champion.uf1
+    if gain >= margin:
+        return CHAMPION, f"UF1 {candidate.uf1:.4f} beats the champion's {champion.uf1:.4f} by {gain:+.4f} ≥ {margin}"
+    return CHALLENGER, f"UF1 {candidate.uf1:.4f} vs the champion's {champion.uf1:.4f}: {gain:+.4f} < margin {margin}"
+
+
+def current_champion(client: MlflowClient, name: str) -> tuple[str | None, Standing | None]:
+    """(version, standing) of the model's `champion` alias, or (None, None)."""
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None, None
+    tags = version.tags
+    return version.version, Standing(float(tags.get("uf1", "nan")), tags.get("protocol", ""),
+                                     tags.get("data.version", ""))
+
+
+@dataclass(frozen=True)
+class RegistryOutcome:
+    model_name: str
+    version: str
+    alias: str
+    reason: str
+    run_id: str
+    previous_champion: str | None
+
+
+def register_model(session: TrackingSession, name: str, final_model: Path, standing: Standing,
+                   metrics: dict[str, float], card: str, margin: float, frames: int,
+                   model_config: dict, artifacts: list[Path]) -> RegistryOutcome:
+    """Log the final model as a pyfunc, register a version with the model card, then
+    apply the promotion gate. Aliases move only as the very last step, after the model
+    loaded back and predicted its input example, so a failure leaves them untouched."""
+    from mer_core.inference import load_final_model
+
+    _, meta = load_final_model(final_model)
+    champion_version, champion = current_champion(session.client, name)
+    alias, reason = promotion_decision(standing, champion, margin)
+    run_id = session.log_run("register", metrics=metrics, artifacts=artifacts,
+                             params={"model_name": name, "promotion_margin": str(margin)})
+    # A neutral grey clip batch: a real clip would put a subject's face into the registry.
+    example = np.full((2, frames, meta["img_size"], meta["img_size"], 3), 128, np.uint8)
+    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        # The signature validates inputs; MLflow's type-hint and cloudpickle notices are noise here.
+        warnings.simplefilter("ignore", UserWarning)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=MicroExpressionModel(), artifacts={"final_model": str(final_model)},
+            signature=_signature(meta, frames), input_example=example, model_config=model_config,
+            code_paths=[str(Path(__file__).parent)], pip_requirements=_requirements())
+    mlflow.pyfunc.load_model(info.model_uri).predict(example)  # smoke test before any alias moves
+    try:
+        session.client.create_registered_model(name, description="Micro-expression classifier (MIACNet).")
+    except MlflowException:
+        pass  # already registered
+    version = session.client.create_model_version(name, info.model_uri, run_id=run_id, description=card,
+                                                  tags={**session.tags, "uf1": f"{standing.uf1:.6f}",
+                                                        "protocol": standing.protocol,
+                                                        "data.version": standing.data_version})
+    _wait_ready(session.client, name, version.version)
+    session.client.set_model_version_tag(name, version.version, "promotion.decision", alias)
+    session.client.set_model_version_tag(name, version.version, "promotion.reason", reason)
+    session.client.set_registered_model_alias(name, alias, version.version)
+    return RegistryOutcome(name, version.version, alias, reason, run_id, champion_version)
+
+
+def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while client.get_model_version(name, version).status != "READY":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"model {name} version {version} not READY after {timeout_s} s")
+        time.sleep(0.2)
+
+
+def load_registered_model(uri: str, tracking: TrackingParams, root: Path):
+    """A pyfunc model by URI (`models:/mer-micro@champion`, `runs:/...`) from the configured store."""
+    store = resolve_tracking_uri(tracking, root)
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # MLflow's type-hint notice
+            return mlflow.pyfunc.load_model(uri)
+    except MlflowException as exc:
+        raise LookupError(f"cannot load model {uri} from {store}: {exc.message}") from None
+
