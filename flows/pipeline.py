@@ -208,7 +208,7 @@ def evaluate_champion(repo: str = ".", model_uri: str | None = None) -> dict:
     from mer_core.config import load_params
     from mer_core.data.ingest import CLIPS_DIR
     from mer_core.inference import predictor_from_pyfunc, score_micro_clips
-    from mer_core.tracking import data_version, load_registered_model
+    from mer_core.tracking import data_version, load_registered_model, resolve_tracking_uri
 
     root = Path(repo).resolve()
     p = load_params(root / PARAMS_FILE)
@@ -218,7 +218,7 @@ def evaluate_champion(repo: str = ".", model_uri: str | None = None) -> dict:
     micro = [d.name for d in p.ingest.datasets if d.kind == "micro"]
     scores = score_micro_clips(predictor.predict, predictor.classes, root / p.finetune.in_dir / CLIPS_DIR, micro,
                                p.finetune.label_column)
-    trained_on = _champion_tag(pyfunc, "data.version")
+    trained_on = _champion_tag(pyfunc, "data.version", resolve_tracking_uri(p.tracking, root))
     current = data_version(root)
     scope = ("in-sample: the champion was trained on this data version, so this is not a generalization "
              "estimate (see its registered LOSO UF1)" if trained_on == current else
@@ -233,12 +233,12 @@ def evaluate_champion(repo: str = ".", model_uri: str | None = None) -> dict:
     return result
 
 
-def _champion_tag(pyfunc, tag: str) -> str | None:
+def _champion_tag(pyfunc, tag: str, store: str) -> str | None:
     """A tag of the run that logged the loaded model (every run carries data.version)."""
     from mlflow.tracking import MlflowClient
 
     run_id = pyfunc.metadata.run_id
-    return MlflowClient().get_run(run_id).data.tags.get(tag) if run_id else None
+    return MlflowClient(store).get_run(run_id).data.tags.get(tag) if run_id else None
 
 
 if __name__ == "__main__":  # pragma: no cover

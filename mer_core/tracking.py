@@ -15,6 +15,8 @@ import os
 import subprocess
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,29 @@ def resolve_tracking_uri(tracking: TrackingParams, root: Path) -> str:
     if tracking.uri.startswith(prefix) and not tracking.uri.startswith(prefix + "/"):
         return prefix + str((root / tracking.uri[len(prefix):]).resolve())
     return tracking.uri
+
+
+@contextmanager
+def fluent_store(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (start_run, log_model, load_model) at `uri` for a block.
+
+    `mlflow.set_tracking_uri` is process-wide and exports MLFLOW_TRACKING_URI to every
+    subprocess started later; scoped here, a library call never redirects the next stage.
+    """
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {name: os.environ.get(name) for name in names}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -150,8 +175,6 @@ def open_session(tracking: TrackingParams, root: Path, stage: str, params: Param
     """Point MLflow at the configured store and experiment (created with a local
     artifact folder when the store is the embedded sqlite one)."""
     uri = resolve_tracking_uri(tracking, root)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     client = MlflowClient(uri, uri)
     experiment = client.get_experiment_by_name(tracking.experiment)
     if experiment is None:
@@ -320,27 +343,35 @@ def register_model(session: TrackingSession, name: str, final_model: Path, stand
                              params={"model_name": name, "promotion_margin": str(margin)})
     # A neutral grey clip batch: a real clip would put a subject's face into the registry.
     example = np.full((2, frames, meta["img_size"], meta["img_size"], 3), 128, np.uint8)
-    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-        # The signature validates inputs; MLflow's type-hint and cloudpickle notices are noise here.
-        warnings.simplefilter("ignore", UserWarning)
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=MicroExpressionModel(), artifacts={"final_model": str(final_model)},
-            signature=_signature(meta, frames), input_example=example, model_config=model_config,
-            code_paths=[str(Path(__file__).parent)], pip_requirements=_requirements())
-    mlflow.pyfunc.load_model(info.model_uri).predict(example)  # smoke test before any alias moves
+    with fluent_store(session.uri):  # the registry resolves `models:/m-…` through the fluent store too
+        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+            # The signature validates inputs; MLflow's type-hint and cloudpickle notices are noise here.
+            warnings.simplefilter("ignore", UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=MicroExpressionModel(), artifacts={"final_model": str(final_model)},
+                signature=_signature(meta, frames), input_example=example, model_config=model_config,
+                code_paths=[str(Path(__file__).parent)], pip_requirements=_requirements())
+        mlflow.pyfunc.load_model(info.model_uri).predict(example)  # smoke test before any alias moves
+        version = _create_version(session, name, info.model_uri, run_id, card, standing)
+    session.client.set_model_version_tag(name, version, "promotion.decision", alias)
+    session.client.set_model_version_tag(name, version, "promotion.reason", reason)
+    session.client.set_registered_model_alias(name, alias, version)
+    return RegistryOutcome(name, version, alias, reason, run_id, champion_version)
+
+
+def _create_version(session: TrackingSession, name: str, model_uri: str, run_id: str, card: str,
+                    standing: Standing) -> str:
+    """A new READY version of `name` with the card as its description and the standing as tags."""
     try:
         session.client.create_registered_model(name, description="Micro-expression classifier (MIACNet).")
     except MlflowException:
         pass  # already registered
-    version = session.client.create_model_version(name, info.model_uri, run_id=run_id, description=card,
-                                                  tags={**session.tags, "uf1": f"{standing.uf1:.6f}",
-                                                        "protocol": standing.protocol,
-                                                        "data.version": standing.data_version})
+    version = session.client.create_model_version(
+        name, model_uri, run_id=run_id, description=card,
+        tags={**session.tags, "uf1": f"{standing.uf1:.6f}", "protocol": standing.protocol,
+              "data.version": standing.data_version})
     _wait_ready(session.client, name, version.version)
-    session.client.set_model_version_tag(name, version.version, "promotion.decision", alias)
-    session.client.set_model_version_tag(name, version.version, "promotion.reason", reason)
-    session.client.set_registered_model_alias(name, alias, version.version)
-    return RegistryOutcome(name, version.version, alias, reason, run_id, champion_version)
+    return version.version
 
 
 def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float = 60) -> None:
@@ -354,10 +385,8 @@ def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float 
 def load_registered_model(uri: str, tracking: TrackingParams, root: Path):
     """A pyfunc model by URI (`models:/mer-micro@champion`, `runs:/...`) from the configured store."""
     store = resolve_tracking_uri(tracking, root)
-    mlflow.set_tracking_uri(store)
-    mlflow.set_registry_uri(store)
     try:
-        with warnings.catch_warnings():
+        with fluent_store(store), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # MLflow's type-hint notice
             return mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:

@@ -271,3 +271,10 @@ def test_tracking_uri_env_wins_and_relative_sqlite_is_anchored(tmp_path, monkeyp
     assert resolve_tracking_uri(TrackingParams(), tmp_path) == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert resolve_tracking_uri(TrackingParams(), tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_registering_does_not_redirect_later_subprocesses(store, tmp_path, monkeypatch):
+    """MLflow exports its process-wide URI to children; a stage run after us must not inherit it."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _register(store, tmp_path, 0.5)
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
