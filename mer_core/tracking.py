@@ -72,7 +72,8 @@ def fluent_store(uri: str) -> Iterator[None]:
 
 def _git(root: Path, *args: str) -> str | None:
     result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else None
+    # Only the trailing newline: porcelain status lines start with a meaningful space.
+    return result.stdout.rstrip("\n") if result.returncode == 0 else None
 
 
 def git_state(root: Path) -> tuple[str, bool]:

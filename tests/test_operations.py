@@ -278,3 +278,19 @@ def test_registering_does_not_redirect_later_subprocesses(store, tmp_path, monke
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     _register(store, tmp_path, 0.5)
     assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+
+
+def test_git_state_ignores_dvc_lock_but_not_code(tmp_path):
+    from mer_core.tracking import git_state
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.lock").write_text("a\n")
+    (tmp_path / "code.py").write_text("a\n")
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.lock").write_text("b\n")  # DVC rewrites it during the very run being tagged
+    commit, dirty = git_state(tmp_path)
+    assert len(commit) == 40 and not dirty
+    (tmp_path / "code.py").write_text("b\n")
+    assert git_state(tmp_path)[1]

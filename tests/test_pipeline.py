@@ -116,6 +116,18 @@ def test_a_wrong_params_key_stops_with_its_name(repo):
     assert "unknown key 'anonymize.mask_outside_faces'" in result.stderr
 
 
+def test_a_different_pseudonym_key_stops_anonymize_under_dvc(repo):
+    before = sorted(p.name for p in (repo / "data/processed/clips").rglob("*.parquet"))
+    env = {**os.environ, "MER_PSEUDONYM_KEY": "ff" * 32,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro", "-f", "--single-item", "anonymize"], cwd=repo,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "fingerprint" in result.stderr and "Restore the original key" in result.stderr
+    assert sorted(p.name for p in (repo / "data/processed/clips").rglob("*.parquet")) == before
+    _run([sys.executable, "-m", "dvc", "repro", "--single-item", "anonymize"], repo)  # the right key: all well
+
+
 def test_register_stage_fills_the_registry_with_a_carded_champion(repo):
     from mlflow.tracking import MlflowClient
 
