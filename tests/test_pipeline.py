@@ -194,3 +194,63 @@ def test_flow_params_override_one_run_and_are_saved_as_an_experiment(repo, monke
     assert registry["version"] == previous + 1 and registry["alias"] in {"champion", "challenger"}
     with pytest.raises(Exception, match="finetune.epochz"):
         mer_pipeline(repo=str(repo), stages=["finetune"], params={"finetune.epochz": 2})
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_deployment_runs_through_a_local_prefect_server(repo, tmp_path):
+    """`prefect server start` on 127.0.0.1, `prefect deploy --all`, a process worker, one
+    triggered run of the retrain deployment: the README's serving recipe, bounded in time."""
+    import time
+    import urllib.request
+
+    port = _free_port()
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PWD": str(repo), "MER_PSEUDONYM_KEY": TEST_KEY_HEX, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "COLUMNS": "250"}  # Rich tables truncate names in a narrow terminal
+    prefect = str(bin_dir / "prefect")
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    worker = None
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+                time.sleep(1)
+
+        def cli(*args: str, timeout: int = 120) -> str:
+            result = subprocess.run([prefect, *args], cwd=repo, env=env, capture_output=True, text=True,
+                                    timeout=timeout)
+            assert result.returncode == 0, f"prefect {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            return result.stdout
+
+        cli("work-pool", "create", "mer", "--type", "process")
+        assert "mer-pipeline/retrain" in cli("--no-prompt", "deploy", "--all")
+        worker = subprocess.Popen([prefect, "worker", "start", "--pool", "mer", "--run-once"], cwd=repo, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out = cli("deployment", "run", "mer-pipeline/retrain", "--params", '{"stages": ["evaluate"]}',
+                  "--watch", "--watch-timeout", "240", timeout=300)
+        assert "Completed" in out
+        assert "mer-pipeline" in cli("flow-run", "ls", "--state", "SCHEDULED")  # the cron schedule is live
+        assert "mer-run-summary" in cli("artifact", "ls")
+    finally:
+        for process in (worker, server):
+            if process is not None:
+                process.terminate()
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        log.close()
