@@ -156,7 +156,7 @@ def predict_video(video: Path, predictor: ClipPredictor, *, window_s: float = 0.
                 raise FrameReadError(f"{video}: the container gives no frame rate; pass --fps")
             span = max(predictor.frames_per_clip, round(window_s * rate))
             stride = max(1, round(stride_s * rate))
-            for window, frames in sliding_windows(reader.frames(), span, stride, predictor.frames_per_clip):
+            for window, frames in sliding_windows(reader.intact_frames(), span, stride, predictor.frames_per_clip):
                 scorer.add(window, frames)
     if given is not None:
         window = given_window(*given, predictor.frames_per_clip)

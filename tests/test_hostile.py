@@ -550,3 +550,16 @@ def test_a_writer_killed_between_its_two_renames_gets_the_previous_version_back(
     staged = staging_dir(final)
     assert (final / "synth" / "part-00000.parquet").read_bytes() == b"previous version"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["clips", staged.name])
+
+
+def test_a_cut_off_video_withholds_its_last_decoded_frame(corpus):
+    from mer_core.data.video import VideoReader, count_video_frames
+
+    cut = corpus.macro / "videos" / "truncated.avi"
+    decoded, _ = count_video_frames(cut)
+    with VideoReader(cut) as reader:
+        numbers = [n for n, _ in reader.intact_frames()]
+    assert numbers == list(range(decoded - 1))  # the possibly half-garbage last frame is left out
+    whole = corpus.macro / "videos" / "long.avi"
+    with VideoReader(whole) as reader:
+        assert len(list(reader.intact_frames())) == count_video_frames(whole)[0]

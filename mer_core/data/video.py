@@ -140,6 +140,18 @@ class VideoReader:
             yield number, to_bgr8(frame)
             number += 1
 
+    def intact_frames(self) -> Iterator[tuple[int, np.ndarray]]:
+        """`frames()`, less the last frame of a truncated file: when the stream ends before
+        the container's count, its last decoded frame can be partly garbage (a cut-off
+        MJPEG frame still decodes), so it is held back one step and then dropped."""
+        previous = None
+        for item in self.frames():
+            if previous is not None:
+                yield previous
+            previous = item
+        if previous is not None and (self.frame_count_hint <= 0 or self.frames_read >= self.frame_count_hint):
+            yield previous
+
     def frame_groups(self, groups: list[list[int]]) -> Iterator[tuple[int, list[np.ndarray]]]:
         """Yield (group index, its (H, W, 3) uint8 BGR frames) as soon as a group's last
         frame is decoded, in order of last frame.
