@@ -199,16 +199,13 @@ def ingest_new_data(adapter: str, source: str, name: str, kind: str = "micro", r
 
 @flow(name="mer-evaluate-champion")
 def evaluate_champion(repo: str = ".", model_uri: str | None = None) -> dict:
-    """Score the registry's champion on the current processed micro clips.
-
-    When the champion was trained on this very data version the figure is in-sample
-    (it saw every subject) and is labelled so; its honest LOSO figure is the `uf1` tag
-    it was registered with.
-    """
+    """Score the registry's champion on the current processed micro clips: on subjects it
+    never saw (a generalization estimate) and, labelled in-sample, on those it trained on.
+    Its LOSO figure is the `uf1` tag it was registered with."""
     from mer_core.config import load_params
     from mer_core.data.ingest import CLIPS_DIR
-    from mer_core.inference import predictor_from_pyfunc, score_micro_clips
-    from mer_core.tracking import data_version, load_registered_model, resolve_tracking_uri
+    from mer_core.inference import predictor_from_pyfunc, unseen_and_in_sample_scores
+    from mer_core.tracking import data_version, load_registered_model
 
     root = Path(repo).resolve()
     p = load_params(root / PARAMS_FILE)
@@ -216,29 +213,30 @@ def evaluate_champion(repo: str = ".", model_uri: str | None = None) -> dict:
     pyfunc = load_registered_model(uri, p.tracking, root)
     predictor = predictor_from_pyfunc(uri, pyfunc)
     micro = [d.name for d in p.ingest.datasets if d.kind == "micro"]
-    scores = score_micro_clips(predictor.predict, predictor.classes, root / p.finetune.in_dir / CLIPS_DIR, micro,
-                               p.finetune.label_column)
-    trained_on = _champion_tag(pyfunc, "data.version", resolve_tracking_uri(p.tracking, root))
-    current = data_version(root)
-    scope = ("in-sample: the champion was trained on this data version, so this is not a generalization "
-             "estimate (see its registered LOSO UF1)" if trained_on == current else
-             f"data version {current}, the champion was trained on {trained_on}; subjects may overlap")
-    result = {"model": uri, "data_version": current, "scope": scope, **scores}
-    create_markdown_artifact(
-        key="mer-champion-evaluation", description="champion on the current processed data",
-        markdown=f"# Champion evaluation\n\n- Model: `{uri}`\n- Scope: {scope}\n"
-                 f"- UF1 {scores['uf1']:.3f}, UAR {scores['uar']:.3f}, accuracy {scores['accuracy']:.3f} "
-                 f"on {scores['clips']} clips\n")
+    trained_subjects = pyfunc.unwrap_python_model().meta.get("subjects")
+    scores = unseen_and_in_sample_scores(predictor.predict, predictor.classes, trained_subjects,
+                                        root / p.finetune.in_dir / CLIPS_DIR, micro, p.finetune.label_column)
+    result = {"model": uri, "data_version": data_version(root), **scores}
+    create_markdown_artifact(key="mer-champion-evaluation", description="champion on the current processed data",
+                             markdown=_champion_markdown(uri, result))
     get_run_logger().info("champion evaluation: %s", result)
     return result
 
 
-def _champion_tag(pyfunc, tag: str, store: str) -> str | None:
-    """A tag of the run that logged the loaded model (every run carries data.version)."""
-    from mlflow.tracking import MlflowClient
+_SCOPES = {"unseen": "subjects the champion never saw (a generalization estimate)",
+           "in_sample": "subjects it was trained on (in-sample: NOT a generalization estimate)",
+           "subjects_unknown": "all subjects (its training subjects are not recorded: may be in-sample)"}
 
-    run_id = pyfunc.metadata.run_id
-    return MlflowClient(store).get_run(run_id).data.tags.get(tag) if run_id else None
+
+def _champion_markdown(uri: str, result: dict) -> str:
+    lines = ["# Champion evaluation", "", f"- Model: `{uri}`", f"- Data version: `{result['data_version']}`"]
+    for scope, text in _SCOPES.items():
+        if scope in result:
+            s = result[scope]
+            figures = (f"UF1 {s['uf1']:.3f}, UAR {s['uar']:.3f}, accuracy {s['accuracy']:.3f}" if s["clips"]
+                       else "no clips")
+            lines.append(f"- On {text}: {figures} ({s['clips']} clips)")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,6 +36,7 @@ def load_final_model(path: Path) -> tuple[MIACNet, dict]:
     model = build_miacnet(state["encoder"], len(state["classes"]))
     model.load_state_dict(state["state_dict"])
     meta = {k: state[k] for k in ("classes", "encoder", "variant", "img_size", "label_column")}
+    meta["subjects"] = state.get("subjects")  # dataset-qualified pseudonyms; None in older files
     return model.eval(), meta
 
 
@@ -214,22 +215,27 @@ class _WindowScorer:
 
 
 def score_micro_clips(predict: Callable[[np.ndarray], np.ndarray], classes: list[str], clips_dir: Path,
-                      datasets: list[str], label_column: str) -> dict:
+                      datasets: list[str], label_column: str,
+                      include_subject: Callable[[str], bool] = lambda subject: True) -> dict:
     """UF1, UAR and accuracy of `predict` on the labelled micro clips of the processed
     table (their apex sits at T // 2, as the model expects). Clips whose label the model
-    does not know are counted, not scored."""
+    does not know, and clips of subjects (`dataset/pseudonym`) not included, are counted,
+    not scored."""
     import pyarrow.parquet as pq
 
     from mer_core.data.store import frames_to_numpy, shard_paths
     from mer_core.evaluation.metrics import summarize
 
-    actual, predicted, unknown = [], [], 0
+    actual, predicted, unknown, skipped = [], [], 0, 0
     for dataset in datasets:
         for shard in shard_paths(Path(clips_dir) / dataset):
-            table = pq.read_table(shard, columns=["kind", label_column, "frames"])
+            table = pq.read_table(shard, columns=["kind", "subject", label_column, "frames"])
             labels = table.column(label_column).to_pylist()
+            subjects = [f"{dataset}/{s}" for s in table.column("subject").to_pylist()]
             keep = [i for i, (kind, label) in enumerate(zip(table.column("kind").to_pylist(), labels))
                     if kind == "micro" and label is not None]
+            skipped += sum(not include_subject(subjects[i]) for i in keep)
+            keep = [i for i in keep if include_subject(subjects[i])]
             unknown += sum(labels[i] not in classes for i in keep)
             keep = [i for i in keep if labels[i] in classes]
             if not keep:
@@ -239,7 +245,23 @@ def score_micro_clips(predict: Callable[[np.ndarray], np.ndarray], classes: list
                 probabilities = predict(frames[start:start + _BATCH])
                 predicted += [classes[int(k)] for k in probabilities.argmax(axis=1)]
             actual += [labels[i] for i in keep]
+    counts = {"clips_with_unknown_label": unknown, "clips_of_other_subjects": skipped}
     if not actual:
-        raise ValueError(f"no labelled micro clips of {datasets} under {clips_dir} with the model's classes")
-    return {**{k: round(v, 4) for k, v in summarize(actual, predicted).items()}, "clips": len(actual),
-            "clips_with_unknown_label": unknown}
+        return {"clips": 0, **counts}
+    return {**{k: round(v, 4) for k, v in summarize(actual, predicted).items()}, "clips": len(actual), **counts}
+
+
+def unseen_and_in_sample_scores(predict: Callable[[np.ndarray], np.ndarray], classes: list[str],
+                                trained_subjects: list[str] | None, clips_dir: Path, datasets: list[str],
+                                label_column: str) -> dict:
+    """A model's figures on the processed micro clips, split by whether it trained on the
+    subject: `unseen` is a generalization estimate, `in_sample` is not and says so.
+    Without a record of the training subjects everything is `subjects_unknown`."""
+    def score(include: Callable[[str], bool]) -> dict:
+        return score_micro_clips(predict, classes, clips_dir, datasets, label_column, include)
+
+    if trained_subjects is None:
+        return {"subjects_unknown": score(lambda subject: True)}
+    trained = frozenset(trained_subjects)
+    return {"unseen": score(lambda subject: subject not in trained),
+            "in_sample": score(lambda subject: subject in trained)}

@@ -196,6 +196,16 @@ def test_flow_params_override_one_run_and_are_saved_as_an_experiment(repo, monke
         mer_pipeline(repo=str(repo), stages=["finetune"], params={"finetune.epochz": 2})
 
 
+def test_evaluate_champion_separates_unseen_from_in_sample_subjects(repo):
+    from flows.pipeline import evaluate_champion
+
+    result = evaluate_champion(repo=str(repo))
+    micro = pq.read_table(repo / "data/processed/clips/synth_micro", columns=["clip_id"]).num_rows
+    # The final model trained on every subject: nothing is unseen, everything in-sample.
+    assert result["unseen"]["clips"] == 0 and result["unseen"]["clips_of_other_subjects"] == micro
+    assert result["in_sample"]["clips"] == micro and 0 <= result["in_sample"]["uf1"] <= 1
+
+
 def _free_port() -> int:
     import socket
 

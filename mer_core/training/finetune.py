@@ -251,6 +251,8 @@ def train_final_model(params: FinetuneParams, clips: MicroClips, encoder_name: s
     engine.save_checkpoint(Path(params.final_model), {
         "architecture": "miacnet", "encoder": encoder_name, "variant": params.variant, "classes": clips.classes,
         "label_column": params.label_column, "img_size": int(clips.onset.shape[1]),
+        # Pseudonyms only: lets a later evaluation tell unseen subjects from training ones.
+        "subjects": sorted(set(clips.subjects)),
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
     return {"path": str(params.final_model), "variant": params.variant, "clips": len(clips),
             "seconds": round(seconds, 1), "train_loss": [round(v, 5) for v in losses]}
