@@ -371,6 +371,16 @@ class CodingSheet:
 Locate = Callable[[pd.Series, tuple[int, int, int]], tuple[str, str, Path]]
 
 
+def in_subject_folders(root: Path, subject_folder: Callable[[object], str]) -> Locate:
+    """The `Locate` of layouts that keep each clip at `root/<subject folder>/<Filename>/`
+    (CASME II, SAMM); `subject_folder` turns the sheet's Subject cell into the folder name."""
+    def locate(row: pd.Series, _interval: tuple[int, int, int]) -> tuple[str, str, Path]:
+        subject = subject_folder(row["Subject"])
+        filename = folder_name(row, "Filename")
+        return f"{subject}/{filename}", subject, root / subject / filename
+    return locate
+
+
 def read_coding_sheet(name: str, root: Path, sheet: CodingSheet, locate: Locate, *, annotation: str | None,
                       fps: float, frames_per_clip: int, labels: frozenset[str] | None,
                       native: frozenset[str]) -> AdapterResult:

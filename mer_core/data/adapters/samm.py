@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from mer_core.data.adapters import (
     AdapterResult,
     CodingSheet,
-    folder_name,
+    in_subject_folders,
     read_coding_sheet,
     subject_number,
 )
@@ -37,15 +35,9 @@ def subject_folder(value) -> str:
     return f"{subject_number(value):03d}"
 
 
-def _locate(root: Path, row: pd.Series) -> tuple[str, str, Path]:
-    subject = subject_folder(row["Subject"])
-    filename = folder_name(row, "Filename")
-    return f"{subject}/{filename}", subject, root / subject / filename
-
-
 def read_samm(name: str, root: Path, *, annotation: str | None, fps: float | None,
               frames_per_clip: int, labels: frozenset[str] | None = None) -> AdapterResult:
     """Every usable clip of a SAMM tree; unusable sheet rows become rejections."""
-    return read_coding_sheet(name, root, SHEET, lambda row, _: _locate(root, row), annotation=annotation,
+    return read_coding_sheet(name, root, SHEET, in_subject_folders(root, subject_folder), annotation=annotation,
                              fps=fps or DEFAULT_FPS, frames_per_clip=frames_per_clip,
                              labels=labels, native=SAMM_LABELS)
