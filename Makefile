@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test bench bench-memory bench-ablation clean
+.PHONY: install run test bench bench-memory bench-ablation bench-gpu clean
 
 # torch first and pinned: an unpinned torch drags in gigabytes of CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt
@@ -39,6 +39,9 @@ bench-memory: install  ## peak RSS of ingest on a short video vs one 10× longer
 
 bench-ablation: install  ## the ablation over pre-training × fine-tuning seeds (after `make run`)
 	$(BIN)/python benchmarks/bench_ablation.py
+
+bench-gpu: install  ## gpu profile on CUDA: pre-training clips/s, peak GPU memory, data wait (exits 0 without CUDA)
+	$(BIN)/python benchmarks/bench_gpu.py --eager-too
 
 clean:
 	rm -rf data reports .dvc/cache .dvc/tmp

@@ -19,7 +19,8 @@ import yaml
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
-def _redirect(raw: dict, root: Path) -> dict:
+def redirect_paths(raw: dict, root: Path) -> dict:
+    """params.yaml's data paths moved under `root`, so a benchmark leaves the workspace alone."""
     raw["synthesize"]["out_dir"] = str(root / "raw")
     for source in raw["ingest"]["datasets"]:
         source["root"] = str(root / "raw" / Path(source["root"]).name)
@@ -46,7 +47,7 @@ def main() -> None:
     os.environ.setdefault("MER_PSEUDONYM_KEY", "ab" * 32)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        params = Params.model_validate(_redirect(yaml.safe_load(args.params.read_text()), root))
+        params = Params.model_validate(redirect_paths(yaml.safe_load(args.params.read_text()), root))
         timings = {}
 
         start = time.perf_counter()

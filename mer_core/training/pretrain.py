@@ -129,7 +129,10 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
         model.train()
         stats = engine.train_one_epoch(loss_of_batch, loader, optimizer, device)
         waited += stats["data_wait_s"]
-        history.append({"epoch": epoch + 1, "steps": stats["steps"],
+        # Per-epoch time and data wait: the first epoch carries torch.compile's warm-up,
+        # so steady-state throughput is read from the later ones.
+        history.append({"epoch": epoch + 1, "steps": stats["steps"], "seconds": round(stats["seconds"], 3),
+                        "data_wait_s": round(stats["data_wait_s"], 3),
                         **{k: round(sum(v) / len(v), 5) for k, v in parts.items()}})
         log.info("%s epoch %d/%d %s", variant, epoch + 1, params.epochs, history[-1])
         engine.save_checkpoint(checkpoint_path, {"fingerprint": print_, "epoch": epoch, "model": model.state_dict(),

@@ -1,0 +1,162 @@
+"""GPU figures for the `gpu` profile: pre-training clips/s, peak GPU memory, data wait.
+
+Builds a macro set with the project's own generator (scaled by --macro-subjects), ingests
+and anonymizes it with the gpu profile's sizes (ViT-S/16 at 112 px, 16-frame windows,
+Parquet row groups streamed by DataLoader workers into pinned memory), then pre-trains
+each variant for --epochs with bf16 autocast, compiled and (with --eager-too) eager, and
+fine-tunes MIACNet under LOSO on the micro clips (one seed). Prints one line per run:
+
+    python benchmarks/bench_gpu.py --macro-subjects 48 --epochs 4 --eager-too --json out.json
+
+Throughput is read from the epochs after the first (which carries torch.compile's
+warm-up); "data wait" is the share of those epochs spent waiting for the next batch.
+Without CUDA it says so and exits 0; --allow-cpu runs it anyway (with --encoder and
+--crop-size small, as a smoke test of this script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from bench_data import redirect_paths
+
+from mer_core.config import Params, apply_profile
+
+
+def _params(args: argparse.Namespace, root: Path) -> Params:
+    raw = yaml.safe_load(args.params.read_text())
+    raw["profile"] = args.profile
+    raw = apply_profile(raw, args.params)
+    raw["synthesize"]["macro"].update(subjects=args.macro_subjects, clips_per_subject=args.clips_per_subject)
+    if args.crop_size:
+        raw["ingest"]["crop_size"] = args.crop_size
+    if args.encoder:
+        raw["pretrain"]["encoder"] = args.encoder
+    raw["ingest"]["workers"] = args.workers
+    return Params.model_validate(redirect_paths(raw, root))
+
+
+def _build_data(params: Params, workers: int) -> dict:
+    from mer_core.data import anonymize as anon
+    from mer_core.data.ingest import CLIPS_DIR, ingest
+    from mer_core.data.synthetic import synthesize
+
+    os.environ.setdefault("MER_PSEUDONYM_KEY", "ab" * 32)
+    started = time.perf_counter()
+    synthesize(params.synthesize, workers=workers)
+    synthesized = time.perf_counter()
+    print(f"synthesized in {synthesized - started:.1f} s", flush=True)
+    summaries = ingest(params.ingest)
+    ingested = time.perf_counter()
+    print(f"ingested in {ingested - synthesized:.1f} s", flush=True)
+    key = anon.load_key(params.anonymize.key_env, params.anonymize.key_file)
+    anon.anonymize(params.ingest.out_dir / CLIPS_DIR, params.anonymize.out_dir / CLIPS_DIR, key, True,
+                   params.ingest.face_margin)
+    done = time.perf_counter()
+    return {"synthesize_s": round(synthesized - started, 1), "ingest_s": round(ingested - synthesized, 1),
+            "anonymize_s": round(done - ingested, 1),
+            "clips": {name: s.rows for name, s in summaries.items()},
+            "frames_decoded": sum(s.frames_decoded for s in summaries.values())}
+
+
+def _steady_state(history: list[dict], clips: int) -> dict:
+    """Throughput and data wait over the epochs after the first (all of them if only one)."""
+    later = history[1:] or history
+    seconds = sum(e["seconds"] for e in later)
+    return {"clips_per_second": round(clips * len(later) / seconds, 1),
+            "data_wait_fraction": round(sum(e["data_wait_s"] for e in later) / seconds, 4),
+            "first_epoch_s": history[0]["seconds"], "epoch_s": round(seconds / len(later), 2)}
+
+
+def _pretrain(params: Params, variant: str, compile_: bool, epochs: int, work: Path) -> tuple[dict, dict]:
+    from mer_core.data.ingest import CLIPS_DIR
+    from mer_core.training.pretrain import pretrain_variant
+
+    macro = [params.anonymize.out_dir / CLIPS_DIR / d.name for d in params.ingest.datasets if d.kind == "macro"]
+    settings = params.pretrain.model_copy(update={
+        "epochs": epochs, "compile": compile_, "warmup_epochs": min(params.pretrain.warmup_epochs, epochs - 1),
+        "checkpoint_dir": work / f"ck-{variant}-{'compiled' if compile_ else 'eager'}"})
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    state, result = pretrain_variant(settings, variant, macro, params.ingest.crop_size, "bench")
+    figures = {"variant": variant, "compiled": compile_, "encoder": settings.encoder, "clips": result.clips,
+               "batch_size": settings.batch_size, "loader_workers": settings.loader_workers, "epochs": epochs,
+               "peak_gpu_memory_mib": result.peak_gpu_memory_mib, "final_loss": result.history[-1]["loss"],
+               **_steady_state(result.history, result.clips)}
+    return state, figures
+
+
+def _finetune(params: Params, variant: str, state: dict, work: Path) -> dict:
+    from mer_core.evaluation.report import ablation_report
+    from mer_core.training.finetune import run_finetuning
+    from mer_core.training.pretrain import save_encoder
+
+    save_encoder(work / "encoders" / f"{variant}.pt", state, params.pretrain.encoder, variant)
+    settings = params.finetune.model_copy(update={
+        "in_dir": params.anonymize.out_dir, "encoders_dir": work / "encoders", "checkpoint_dir": work / "ck-finetune",
+        "final_model": work / "final.pt", "variant": variant, "ablation": [variant], "seeds": [0]})
+    micro = [d.name for d in params.ingest.datasets if d.kind == "micro"]
+    started = time.perf_counter()
+    rows, report = run_finetuning(settings, micro, params.pretrain.encoder)
+    seconds = time.perf_counter() - started
+    scores = ablation_report(rows, [variant])["variants"][variant]
+    return {"variant": variant, "device": report["device"], "clips": report["clips"], "subjects": report["subjects"],
+            "loso_s": report["seconds"][f"{variant}/seed0"], "final_model_s": report["final_model"]["seconds"],
+            "total_s": round(seconds, 1), "uf1": scores["uf1"], "uar": scores["uar"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--profile", default="gpu")
+    parser.add_argument("--macro-subjects", type=int, default=48)
+    parser.add_argument("--clips-per-subject", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--variants", nargs="+", default=["ma2mi", "both"])
+    parser.add_argument("--eager-too", action="store_true", help="also time the first variant without compile")
+    parser.add_argument("--no-finetune", action="store_true")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="synthesize/ingest processes")
+    parser.add_argument("--encoder", help="override the profile's encoder (smoke tests)")
+    parser.add_argument("--crop-size", type=int, help="override the profile's crop size (smoke tests)")
+    parser.add_argument("--allow-cpu", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if not torch.cuda.is_available() and not args.allow_cpu:
+        print("no CUDA device: nothing to measure (pass --allow-cpu for a smoke run)")
+        return
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    results: dict = {"device": device, "torch": torch.__version__, "pretrain": [], "finetune": None}
+    with tempfile.TemporaryDirectory(prefix="mer-bench-gpu-") as tmp:
+        root = Path(tmp)
+        params = _params(args, root)
+        results["data"] = _build_data(params, args.workers)
+        print(f"device {device}, torch {torch.__version__}; data {results['data']}", flush=True)
+        runs = [(v, True) for v in args.variants] + ([(args.variants[0], False)] if args.eager_too else [])
+        states = {}
+        for variant, compile_ in runs:
+            state, figures = _pretrain(params, variant, compile_, args.epochs, root)
+            states.setdefault(variant, state)
+            results["pretrain"].append(figures)
+            print(f"pretrain {variant:12s} {'compiled' if compile_ else 'eager':8s} {figures['clips_per_second']:9.1f} "
+                  f"clips/s  epoch {figures['epoch_s']:6.2f} s (first {figures['first_epoch_s']:.1f} s)  data wait "
+                  f"{figures['data_wait_fraction']:.1%}  peak GPU {figures['peak_gpu_memory_mib']} MiB  "
+                  f"loss {figures['final_loss']:.4f}", flush=True)
+        if not args.no_finetune:
+            variant = args.variants[0]
+            results["finetune"] = _finetune(params, variant, states[variant], root)
+            f = results["finetune"]
+            print(f"finetune {variant} on {f['device']}: LOSO {f['subjects']} folds, {f['clips']} clips in "
+                  f"{f['loso_s']} s, final model {f['final_model_s']} s; UF1 {f['uf1']:.3f} UAR {f['uar']:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
