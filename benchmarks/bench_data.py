@@ -69,7 +69,7 @@ def main() -> None:
         start = time.perf_counter()
         key = anon.load_key(params.anonymize.key_env, params.anonymize.key_file)
         report = anon.anonymize(params.ingest.out_dir / CLIPS_DIR, params.anonymize.out_dir / CLIPS_DIR, key,
-                                True, params.ingest.face_margin)
+                                True, params.ingest.face_margin, args.workers)
         timings["anonymize"] = time.perf_counter() - start
         print(f"anonymize   {timings['anonymize']:7.1f} s  rows {report.rows}, subjects {report.subjects}")
 

@@ -58,7 +58,7 @@ def _build_data(params: Params, workers: int) -> dict:
     print(f"ingested in {ingested - synthesized:.1f} s", flush=True)
     key = anon.load_key(params.anonymize.key_env, params.anonymize.key_file)
     anon.anonymize(params.ingest.out_dir / CLIPS_DIR, params.anonymize.out_dir / CLIPS_DIR, key, True,
-                   params.ingest.face_margin)
+                   params.ingest.face_margin, workers)
     done = time.perf_counter()
     return {"synthesize_s": round(synthesized - started, 1), "ingest_s": round(ingested - synthesized, 1),
             "anonymize_s": round(done - ingested, 1),

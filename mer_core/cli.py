@@ -122,7 +122,7 @@ def anonymize(params: Path = ParamsOption) -> None:
     a = p.anonymize
     key = anon.load_key(a.key_env, a.key_file)
     report = anon.anonymize(Path(a.in_dir) / CLIPS_DIR, Path(a.out_dir) / CLIPS_DIR, key,
-                            a.mask_outside_face, p.ingest.face_margin)
+                            a.mask_outside_face, p.ingest.face_margin, a.workers)
     write_json(a.report, asdict(report))
     typer.echo(f"anonymized {report.rows} rows of {report.subjects} subjects; leak scan: "
                f"{len(report.leak_scan['findings'])} finding(s) in {report.leak_scan['values_scanned']} values")

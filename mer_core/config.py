@@ -119,6 +119,7 @@ class AnonymizeParams(_Section):
     key_env: str = "MER_PSEUDONYM_KEY"
     key_file: Path = Path("~/.config/mer/pseudonym.key")
     mask_outside_face: bool = True
+    workers: int = Field(2, ge=1)  # processes, one shard each at a time
 
 
 class ValidateParams(_Section):

@@ -61,6 +61,15 @@ def test_processed_data_has_no_raw_identifiers(interim, tmp_path, caplog):
     assert frames[:, :, 0, 0].max() == 0 and frames[:, :, 32, 32].mean() > 40
 
 
+def test_worker_processes_write_what_one_process_writes(interim, tmp_path):
+    one = anonymize(interim, tmp_path / "one" / CLIPS_DIR, _key(), mask_outside_face=True, face_margin=0.15)
+    two = anonymize(interim, tmp_path / "two" / CLIPS_DIR, _key(), mask_outside_face=True, face_margin=0.15,
+                    workers=2)
+    assert len(list(interim.rglob("*.parquet"))) > 1  # more than one shard, so both workers had one
+    assert one == two
+    assert read_clips(tmp_path / "one" / CLIPS_DIR).equals(read_clips(tmp_path / "two" / CLIPS_DIR))
+
+
 def test_leak_scan_catches_a_planted_leak(interim, tmp_path):
     table = read_clips(interim).drop_columns(["source_path"]).slice(0, 3)
     rows = table.to_pylist()
