@@ -23,6 +23,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
@@ -34,6 +35,9 @@ from mer_core.config import Params, TrackingParams
 CHAMPION, CHALLENGER = "champion", "challenger"
 PROCESSED_DATA = "data/processed"
 _BATCH = 900  # MLflow's log_batch takes at most 1000 metrics per call
+WEIGHTS_TAG = "model.weights"  # on each version: `weights_digest` of its final model
+# Besides the weights, what makes two final models compute the same thing.
+WEIGHT_DEFINING_KEYS = ("architecture", "encoder", "variant", "classes", "label_column", "img_size")
 
 
 def resolve_tracking_uri(tracking: TrackingParams, root: Path) -> str:
@@ -339,6 +343,13 @@ def register_model(session: TrackingSession, name: str, final_model: Path, stand
 
     _, meta = load_final_model(final_model)
     champion_version, champion = current_champion(session.client, name)
+    digest = weights_digest(final_model)
+    if (same := _version_with_weights(session.client, name, digest, standing)) is not None:
+        # A re-run that reproduced the same weights (a code change elsewhere, a new
+        # validation report) adds nothing a reviewer could choose between.
+        return RegistryOutcome(name, same.version, _alias_of(session.client, name, same.version),
+                               f"unchanged: version {same.version} already holds these weights under the same "
+                               "protocol and data version; nothing registered", same.run_id, champion_version)
     alias, reason = promotion_decision(standing, champion, margin)
     run_id = session.log_run("register", metrics=metrics, artifacts=artifacts,
                              params={"model_name": name, "promotion_margin": str(margin)})
@@ -353,15 +364,44 @@ def register_model(session: TrackingSession, name: str, final_model: Path, stand
                 signature=_signature(meta, frames), input_example=example, model_config=model_config,
                 code_paths=[str(Path(__file__).parent)], pip_requirements=_requirements())
         mlflow.pyfunc.load_model(info.model_uri).predict(example)  # smoke test before any alias moves
-        version = _create_version(session, name, info.model_uri, run_id, card, standing)
+        version = _create_version(session, name, info.model_uri, run_id, card, standing, digest)
     session.client.set_model_version_tag(name, version, "promotion.decision", alias)
     session.client.set_model_version_tag(name, version, "promotion.reason", reason)
     session.client.set_registered_model_alias(name, alias, version)
     return RegistryOutcome(name, version, alias, reason, run_id, champion_version)
 
 
+def weights_digest(final_model: Path) -> str:
+    """A digest of what the model computes: its weights, classes and input settings. The
+    file's bytes are no good for this: two saves of the same weights differ."""
+    state = torch.load(final_model, map_location="cpu", weights_only=True)
+    digest = hashlib.sha256(json.dumps({k: state.get(k) for k in WEIGHT_DEFINING_KEYS}, sort_keys=True).encode())
+    for key in sorted(state["state_dict"]):
+        digest.update(key.encode())
+        digest.update(state["state_dict"][key].contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _version_with_weights(client: MlflowClient, name: str, digest: str, standing: Standing):
+    """The version of `name` registered with these weights and this standing, if any."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}' and tags.`{WEIGHTS_TAG}` = '{digest}'")
+    except MlflowException:
+        return None  # a store that cannot filter by tag: register, as before
+    for version in versions:
+        tags = version.tags
+        if tags.get("protocol") == standing.protocol and tags.get("data.version") == standing.data_version:
+            return version
+    return None
+
+
+def _alias_of(client: MlflowClient, name: str, version: str) -> str:
+    aliases = [a for a, v in client.get_registered_model(name).aliases.items() if str(v) == str(version)]
+    return ",".join(sorted(aliases)) or "none"
+
+
 def _create_version(session: TrackingSession, name: str, model_uri: str, run_id: str, card: str,
-                    standing: Standing) -> str:
+                    standing: Standing, digest: str) -> str:
     """A new READY version of `name` with the card as its description and the standing as tags."""
     try:
         session.client.create_registered_model(name, description="Micro-expression classifier (MIACNet).")
@@ -370,7 +410,7 @@ def _create_version(session: TrackingSession, name: str, model_uri: str, run_id:
     version = session.client.create_model_version(
         name, model_uri, run_id=run_id, description=card,
         tags={**session.tags, "uf1": f"{standing.uf1:.6f}", "protocol": standing.protocol,
-              "data.version": standing.data_version})
+              "data.version": standing.data_version, WEIGHTS_TAG: digest})
     _wait_ready(session.client, name, version.version)
     return version.version
 

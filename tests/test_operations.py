@@ -57,11 +57,12 @@ def _params(root: Path):
     return Params.model_validate(apply_profile(tiny_params(root), Path("tiny params")))
 
 
-def _register(session, tmp_path: Path, uf1: float, seed: int = 0, protocol: str = "loso:label:synth"):
+def _register(session, tmp_path: Path, uf1: float, seed: int = 0, protocol: str = "loso:label:synth",
+              data_version: str = "data-v1"):
     model = _final_model(tmp_path / f"final{seed}.pt", seed)
     config = {"mask_margin": 0.15, "crop_size": 64, "frames_per_clip": FRAMES, "face_margin": 0.15,
               "min_face_px": 48, "stabilize": True}
-    return register_model(session, "mer-test", model, Standing(uf1, protocol, "data-v1"),
+    return register_model(session, "mer-test", model, Standing(uf1, protocol, data_version),
                           {"uf1": uf1}, f"# card for seed {seed}\n", 0.01, FRAMES, config, [])
 
 
@@ -91,6 +92,16 @@ def test_gate_promotes_a_better_model_and_parks_a_worse_one(store, tmp_path):
     assert version.tags["promotion.decision"] == CHAMPION and "beats" in version.tags["promotion.reason"]
     assert {"git.commit", "git.dirty", "data.version", "params.hash", "dvc.stage"} <= set(version.tags)
     assert version.description.startswith("# card for seed 2")
+
+
+def test_the_same_weights_are_not_registered_twice(store, tmp_path):
+    first = _register(store, tmp_path, 0.50, seed=0)
+    # finetune re-ran and reproduced the model: a new file, the same weights.
+    again = _register(store, tmp_path, 0.50, seed=0)
+    assert again.version == first.version and again.alias == CHAMPION and "unchanged" in again.reason
+    assert len(store.client.search_model_versions("name = 'mer-test'")) == 1
+    other_data = _register(store, tmp_path, 0.50, seed=0, data_version="data-v2")
+    assert other_data.version != first.version and other_data.alias == CHALLENGER
 
 
 def test_a_failed_registration_leaves_the_aliases_alone(store, tmp_path, monkeypatch):
