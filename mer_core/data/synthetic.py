@@ -15,9 +15,12 @@ half a pixel still changes the image smoothly.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import multiprocessing
+import re
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -524,7 +527,27 @@ def _write_micro_sheet(path: Path, rows: list[list]) -> None:
     sheet.append(MICRO_SHEET_HEADER)
     for row in rows:
         sheet.append(row)
-    write_atomically(path, lambda tmp: book.save(tmp))
+    saved = io.BytesIO()
+    book.save(saved)
+    write_atomically(path, lambda tmp: tmp.write_bytes(_without_save_time(saved.getvalue())))
+
+
+_FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_FIXED_XML_TIME = b"2000-01-01T00:00:00Z"
+
+
+def _without_save_time(xlsx: bytes) -> bytes:
+    """The workbook with its time stamps fixed. openpyxl writes the current time into
+    docProps/core.xml and into every zip entry, so the same seed would give a sheet of
+    other bytes each run, and DVC would see new raw data after every `synthesize`."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(xlsx)) as source, zipfile.ZipFile(out, "w") as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename == "docProps/core.xml":
+                content = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*", rb"\g<1>" + _FIXED_XML_TIME, content)
+            target.writestr(zipfile.ZipInfo(item.filename, _FIXED_ZIP_TIME), content, zipfile.ZIP_DEFLATED)
+    return out.getvalue()
 
 
 def _write_manifest(path: Path, rows: list[dict]) -> None:
