@@ -197,7 +197,7 @@ def log_pretraining(session: TrackingSession, params: Params, report: dict, arti
     parent = session.log_run("pretrain", params=loggable_params(params.pretrain, "pretrain"), artifacts=artifacts)
     for variant, result in report["variants"].items():
         summary = {k: result[k] for k in ("clips", "clips_per_second", "seconds", "data_wait_fraction",
-                                           "peak_gpu_memory_mb") if k in result}
+                                           "peak_gpu_memory_mib") if k in result}
         session.log_run(f"pretrain/{variant}", parent=parent, metrics=summary, history=result["history"],
                         params={"variant": variant, "encoder": result["encoder"], "epochs": str(result["epochs"])})
     return parent

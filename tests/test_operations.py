@@ -22,6 +22,7 @@ from mer_core.tracking import (
     CHALLENGER,
     CHAMPION,
     Standing,
+    log_pretraining,
     open_session,
     promotion_decision,
     register_model,
@@ -92,6 +93,19 @@ def test_gate_promotes_a_better_model_and_parks_a_worse_one(store, tmp_path):
     assert version.tags["promotion.decision"] == CHAMPION and "beats" in version.tags["promotion.reason"]
     assert {"git.commit", "git.dirty", "data.version", "params.hash", "dvc.stage"} <= set(version.tags)
     assert version.description.startswith("# card for seed 2")
+
+
+def test_pretraining_throughput_and_gpu_memory_reach_mlflow(store, tmp_path):
+    params = _params(tmp_path)
+    result = {"encoder": "vit_mini_patch8_64", "epochs": 1, "clips": 10, "clips_per_second": 50.0, "seconds": 0.2,
+              "data_wait_fraction": 0.1, "peak_gpu_memory_mib": 123.0,
+              "history": [{"epoch": 1, "steps": 2, "seconds": 0.2, "data_wait_s": 0.02, "loss": 0.5}]}
+    parent = log_pretraining(store, params, {"variants": {"ma2mi": result}}, [])
+    nested = store.client.search_runs([store.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert [r.info.run_name for r in nested] == ["pretrain/ma2mi"]
+    logged = nested[0].data.metrics
+    assert logged["peak_gpu_memory_mib"] == 123.0 and logged["clips_per_second"] == 50.0
+    assert logged["data_wait_s"] == 0.02  # per-epoch history
 
 
 def test_the_same_weights_are_not_registered_twice(store, tmp_path):
