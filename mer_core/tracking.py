@@ -36,8 +36,6 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 PROCESSED_DATA = "data/processed"
 _BATCH = 900  # MLflow's log_batch takes at most 1000 metrics per call
 WEIGHTS_TAG = "model.weights"  # on each version: `weights_digest` of its final model
-# Besides the weights, what makes two final models compute the same thing.
-WEIGHT_DEFINING_KEYS = ("architecture", "encoder", "variant", "classes", "label_column", "img_size")
 
 
 def resolve_tracking_uri(tracking: TrackingParams, root: Path) -> str:
@@ -277,8 +275,6 @@ def _signature(meta: dict, frames: int):
 
 
 def _requirements() -> list[str]:
-    import torch
-
     # Explicit: MLflow would record torch without the local "+cpu" and pull the CUDA build.
     return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
             f"numpy=={np.__version__}", f"pandas=={pd.__version__}", "pydantic", "pyyaml"]
@@ -341,9 +337,9 @@ def register_model(session: TrackingSession, name: str, final_model: Path, stand
     loaded back and predicted its input example, so a failure leaves them untouched."""
     from mer_core.inference import load_final_model
 
-    _, meta = load_final_model(final_model)
+    model, meta = load_final_model(final_model)
     champion_version, champion = current_champion(session.client, name)
-    digest = weights_digest(final_model)
+    digest = weights_digest(model, meta)
     if (same := _version_with_weights(session.client, name, digest, standing)) is not None:
         # A re-run that reproduced the same weights (a code change elsewhere, a new
         # validation report) adds nothing a reviewer could choose between.
@@ -371,14 +367,15 @@ def register_model(session: TrackingSession, name: str, final_model: Path, stand
     return RegistryOutcome(name, version, alias, reason, run_id, champion_version)
 
 
-def weights_digest(final_model: Path) -> str:
-    """A digest of what the model computes: its weights, classes and input settings. The
-    file's bytes are no good for this: two saves of the same weights differ."""
-    state = torch.load(final_model, map_location="cpu", weights_only=True)
-    digest = hashlib.sha256(json.dumps({k: state.get(k) for k in WEIGHT_DEFINING_KEYS}, sort_keys=True).encode())
-    for key in sorted(state["state_dict"]):
+def weights_digest(model: torch.nn.Module, meta: dict) -> str:
+    """A digest of what a final model computes: its weights and its metadata (classes,
+    encoder, input size...). The file's bytes are no good for this: two saves of the same
+    weights differ."""
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    state = model.state_dict()
+    for key in sorted(state):
         digest.update(key.encode())
-        digest.update(state["state_dict"][key].contiguous().numpy().tobytes())
+        digest.update(state[key].contiguous().numpy().tobytes())
     return digest.hexdigest()[:32]
 
 
