@@ -82,15 +82,13 @@ def write_overrides(params_file: Path, overrides: dict[str, Any]) -> str:
     """Set dotted keys in params.yaml keeping its comments; returns the original text."""
     from ruamel.yaml import YAML
 
+    from mer_core.config import set_dotted_key
+
     original = params_file.read_text()
     yaml = YAML()  # round-trip mode: comments and key order survive
     document = yaml.load(original)
     for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = document
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        set_dotted_key(document, key, value, params_file)
     with open(params_file, "w") as handle:
         yaml.dump(document, handle)
     return original

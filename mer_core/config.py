@@ -240,14 +240,21 @@ class Params(_Section):
         return self
 
 
-def _describe(error: ValidationError, source: Path) -> str:
-    lines = [f"{source}: {error.error_count()} problem(s) in params"]
+def validation_problems(error: ValidationError) -> list[str]:
+    """One line per problem, naming the dotted key: "unknown key 'a.b'" or "'a.b': why (got …)"."""
+    problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "<root>"
         if item["type"] == "extra_forbidden":
-            lines.append(f"  - unknown key '{key}'")
+            problems.append(f"unknown key '{key}'")
         else:
-            lines.append(f"  - '{key}': {item['msg']} (got {item.get('input')!r})")
+            problems.append(f"'{key}': {item['msg']} (got {item.get('input')!r})")
+    return problems
+
+
+def _describe(error: ValidationError, source: Path) -> str:
+    lines = [f"{source}: {error.error_count()} problem(s) in params"]
+    lines += [f"  - {problem}" for problem in validation_problems(error)]
     return "\n".join(lines)
 
 
@@ -307,14 +314,23 @@ def with_overrides(path: Path | str, overrides: dict[str, object]) -> Params:
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: no params to override")
     for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = raw
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise ParamsError(f"override '{key}': '{part}' is not a section of {path}")
-            node = node[part]
-        node[leaf] = value
+        set_dotted_key(raw, key, value, path)
     try:
         return Params.model_validate(apply_profile(raw, path))
     except ValidationError as exc:
         raise ParamsError(_describe(exc, path)) from None
+
+
+def set_dotted_key(document: dict, key: str, value: object, source: Path | str) -> None:
+    """Set `a.b.c` in a nested mapping (plain or ruamel's round-trip one), as `dvc exp run -S` would.
+
+    Raises:
+        ParamsError: a part before the last is not a section of `source`.
+    """
+    *parents, leaf = key.split(".")
+    node = document
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            raise ParamsError(f"override '{key}': '{part}' is not a section of {source}")
+        node = node[part]
+    node[leaf] = value

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from mer_core.config import DatasetSource, IngestParams, ParamsError
+from mer_core.config import DatasetSource, IngestParams, ParamsError, validation_problems
 from mer_core.data.adapters import RawClip, macro_windows, read_dataset
 from mer_core.data.faces import (
     FaceBox,
@@ -342,8 +342,8 @@ def folder_source(adapter: str, root: Path, kind: str = "macro") -> DatasetSourc
     try:
         return DatasetSource(name=name, adapter=adapter, root=root, kind=kind)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ParamsError(f"cannot ingest {root} with adapter {adapter!r} as {kind}: {problems}") from None
+        raise ParamsError(f"cannot ingest {root} with adapter {adapter!r} as {kind}: "
+                          + "; ".join(validation_problems(exc))) from None
 
 
 def ingest_folder(source: DatasetSource, output: Path, settings: IngestParams | None = None
