@@ -160,11 +160,16 @@ def sheet_label(value, column: str, allowed: frozenset[str], native: frozenset[s
             native class that the data set's `labels` leave out or no class at all.
     """
     label = (cell_text(value) or "").lower()
-    if label in allowed:
-        return label
-    if label in native:
+    if label not in allowed and label not in native:
+        raise ValueError(f"unknown emotion {value!r} in {column}; expected one of {sorted(allowed)}")
+    return require_allowed(label, allowed)
+
+
+def require_allowed(label: str, allowed: frozenset[str]) -> str:
+    """`label` if the data set's `labels` allow it; ValueError naming them otherwise."""
+    if label not in allowed:
         raise ValueError(f"emotion {label!r} is not among this data set's labels {sorted(allowed)}")
-    raise ValueError(f"unknown emotion {value!r} in {column}; expected one of {sorted(allowed)}")
+    return label
 
 
 def required_text(row: pd.Series, column: str) -> str:

@@ -22,6 +22,7 @@ from mer_core.data.adapters import (
     RawClip,
     macro_windows,
     numbered_images,
+    require_allowed,
 )
 from mer_core.data.store import Rejection
 from mer_core.evaluation.protocols import CKPLUS_CODES
@@ -76,8 +77,8 @@ def _parse_sequence(root: Path, folder: Path, emotions: Path, fps: float, frames
     """One sequence folder as a RawClip; ValueError saying what is wrong otherwise."""
     item = f"{folder.parent.name}/{folder.name}"
     label = emotion_label(emotions / item, root)
-    if label is not None and label not in allowed:
-        raise ValueError(f"emotion {label!r} is not among this data set's labels {sorted(allowed)}")
+    if label is not None:
+        require_allowed(label, allowed)
     images = numbered_images(folder)
     numbers = sorted(images)
     window = peak_window(len(numbers), frames_per_clip)

@@ -24,6 +24,7 @@ from mer_core.data.adapters import (
     RawClip,
     micro_frame_numbers,
     numbered_images,
+    require_allowed,
 )
 from mer_core.data.store import Rejection
 from mer_core.evaluation.protocols import SMIC_LABELS
@@ -75,9 +76,7 @@ def _label(relative: Path, code: str, allowed: frozenset[str]) -> str:
     label = emotions[0]
     if CODE_LABELS[code.lower()] != label:
         raise ValueError(f"clip {relative.name} is coded {code!r} but filed under {label}/")
-    if label not in allowed:
-        raise ValueError(f"emotion {label!r} is not among this data set's labels {sorted(allowed)}")
-    return label
+    return require_allowed(label, allowed)
 
 
 def _subject(relative: Path, number: str) -> str:

@@ -20,6 +20,7 @@ from mer_core.data.adapters import (
     cell_text,
     clips_from_sheet,
     parse_frame_number,
+    required_text,
 )
 from mer_core.data.video import VIDEO_SUFFIXES
 
@@ -47,15 +48,11 @@ def _optional_frame(row: pd.Series, column: str) -> int | None:
 
 
 def _parse_manifest_row(row: pd.Series, root: Path, allowed: frozenset[str] | None) -> RawClip:
-    relative = cell_text(row.get("path"))
-    if relative is None:
-        raise ValueError("path is missing")
+    relative = required_text(row, "path")
     path = resolve_inside(root, relative)
     if not path.is_file():
         raise ValueError(f"video {relative} does not exist")
-    subject = cell_text(row.get("subject"))
-    if subject is None:
-        raise ValueError("subject is missing")
+    subject = required_text(row, "subject")
     label = cell_text(row.get("label"))
     if label is not None and allowed is not None and label not in allowed:
         raise ValueError(f"unknown label {label!r}; expected one of {sorted(allowed)}")
