@@ -277,7 +277,7 @@ def register(params: Path = ParamsOption) -> None:
 
     write_text_atomically(card_path, card)
     session = _tracking(p, params, "register")
-    model_config = {"mask_margin": p.ingest.face_margin if p.anonymize.mask_outside_face else None,
+    model_config = {"mask_margin": _mask_margin(p),
                     "crop_size": p.ingest.crop_size, "frames_per_clip": p.ingest.frames_per_clip,
                     "face_margin": p.ingest.face_margin, "min_face_px": p.ingest.min_face_px,
                     "stabilize": p.ingest.stabilize}
@@ -333,14 +333,19 @@ def _fail(command: str, message: str) -> None:
     raise typer.Exit(1)
 
 
+def _mask_margin(p) -> float | None:
+    """The face margin to mask clips with at prediction, as `anonymize` masked the training
+    clips; None when it did not mask."""
+    return p.ingest.face_margin if p.anonymize.mask_outside_face else None
+
+
 def _load_predictor(model: str, params_file: Path):
     from mer_core import inference
     from mer_core.data.ingest import CropSettings
 
     if model.endswith(".pt"):
         p = load_params(params_file)
-        margin = p.ingest.face_margin if p.anonymize.mask_outside_face else None
-        return inference.predictor_from_file(Path(model), CropSettings.from_params(p.ingest), margin)
+        return inference.predictor_from_file(Path(model), CropSettings.from_params(p.ingest), _mask_margin(p))
     from mer_core.config import TrackingParams
     from mer_core.tracking import load_registered_model
 

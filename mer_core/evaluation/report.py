@@ -149,6 +149,11 @@ def _figure(entry: dict, key: str) -> str:
     return f"{entry[key]:.3f}" + (f" ± {std:.3f}" if std is not None else "")
 
 
+def _validation_outcome(validation: dict) -> str:
+    return (f"{'passed' if validation.get('success') else 'FAILED'} ({validation.get('rows', '?')} clips, "
+            f"{validation.get('failed', '?')} failed check(s))")
+
+
 def model_card_markdown(*, model_name: str, variant: str, classes: list[str], datasets: dict[str, str],
                         protocol: str, data_version: str, git_commit: str, metrics: dict, ablation: dict,
                         validation: dict) -> str:
@@ -160,8 +165,7 @@ def model_card_markdown(*, model_name: str, variant: str, classes: list[str], da
         "## Data",
         f"- Data sets (name: layout): {', '.join(f'{n}: {a}' for n, a in sorted(datasets.items()))}",
         f"- Processed data version (DVC md5): `{data_version}`; code: git `{git_commit}`",
-        f"- Validation: {'passed' if validation.get('success') else 'FAILED'} "
-        f"({validation.get('rows', '?')} clips, {validation.get('failed', '?')} failed check(s))",
+        f"- Validation: {_validation_outcome(validation)}",
         f"- Classes: {', '.join(classes)}",
         "",
         "## Protocol",
@@ -216,8 +220,7 @@ def run_summary_markdown(*, metrics: dict | None, validation: dict | None, regis
     """The Prefect artifact a person reads after a pipeline run."""
     lines = ["# mer pipeline run", "", f"Stages: {', '.join(stages)}", ""]
     if validation is not None:
-        lines.append(f"- Validation: {'passed' if validation.get('success') else 'FAILED'}, "
-                     f"{validation.get('rows', '?')} clips, {validation.get('failed', '?')} failed check(s)")
+        lines.append(f"- Validation: {_validation_outcome(validation)}")
     if metrics is not None:
         lines.append(f"- LOSO ({metrics.get('variant')}): UF1 {_figure(metrics, 'uf1')}, UAR {_figure(metrics, 'uar')}, "
                      f"accuracy {_figure(metrics, 'accuracy')}")
