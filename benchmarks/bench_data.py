@@ -31,6 +31,41 @@ def redirect_paths(raw: dict, root: Path) -> dict:
     return raw
 
 
+def build_data(params, workers: int) -> tuple[dict[str, float], dict, dict, object]:
+    """synthesize → ingest → anonymize with `params` (paths already redirected), each timed
+    and printed as it ends. Returns (seconds per stage, synthesize's counts, ingest's
+    summaries per data set, anonymize's report)."""
+    from mer_core.data import anonymize as anon
+    from mer_core.data.ingest import CLIPS_DIR, ingest
+    from mer_core.data.synthetic import synthesize
+
+    os.environ.setdefault("MER_PSEUDONYM_KEY", "ab" * 32)
+    timings = {}
+    start = time.perf_counter()
+    counts = synthesize(params.synthesize, workers=workers)
+    timings["synthesize"] = time.perf_counter() - start
+    print(f"synthesize  {timings['synthesize']:7.1f} s  micro clips {counts['micro']['clips']}, "
+          f"macro videos {counts['macro']['clips']}", flush=True)
+
+    start = time.perf_counter()
+    summaries = ingest(params.ingest.model_copy(update={"workers": workers}))
+    timings["ingest"] = time.perf_counter() - start
+    frames = sum(s.frames_decoded for s in summaries.values())
+    rows = sum(s.rows for s in summaries.values())
+    print(f"ingest      {timings['ingest']:7.1f} s  rows {rows}, rejected "
+          f"{sum(s.rejected for s in summaries.values())}, frames decoded {frames}, "
+          f"{frames / timings['ingest']:.0f} frames/s overall "
+          + ", ".join(f"{n} {s.frames_per_second:.0f} frames/s" for n, s in summaries.items()), flush=True)
+
+    start = time.perf_counter()
+    key = anon.load_key(params.anonymize.key_env, params.anonymize.key_file)
+    report = anon.anonymize(params.ingest.out_dir / CLIPS_DIR, params.anonymize.out_dir / CLIPS_DIR, key,
+                            True, params.ingest.face_margin, workers)
+    timings["anonymize"] = time.perf_counter() - start
+    print(f"anonymize   {timings['anonymize']:7.1f} s  rows {report.rows}, subjects {report.subjects}", flush=True)
+    return timings, counts, summaries, report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -38,40 +73,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from mer_core.config import Params
-    from mer_core.data import anonymize as anon
     from mer_core.data.adapters import allowed_labels
-    from mer_core.data.ingest import CLIPS_DIR, ingest
-    from mer_core.data.synthetic import synthesize
+    from mer_core.data.ingest import CLIPS_DIR
     from mer_core.data.validate import validate_clips
 
-    os.environ.setdefault("MER_PSEUDONYM_KEY", "ab" * 32)
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        params = Params.model_validate(redirect_paths(yaml.safe_load(args.params.read_text()), root))
-        timings = {}
-
-        start = time.perf_counter()
-        counts = synthesize(params.synthesize, workers=args.workers)
-        timings["synthesize"] = time.perf_counter() - start
-        print(f"synthesize  {timings['synthesize']:7.1f} s  micro clips {counts['micro']['clips']}, "
-              f"macro videos {counts['macro']['clips']}")
-
-        start = time.perf_counter()
-        summaries = ingest(params.ingest.model_copy(update={"workers": args.workers}))
-        timings["ingest"] = time.perf_counter() - start
-        frames = sum(s.frames_decoded for s in summaries.values())
-        rows = sum(s.rows for s in summaries.values())
-        print(f"ingest      {timings['ingest']:7.1f} s  rows {rows}, rejected "
-              f"{sum(s.rejected for s in summaries.values())}, frames decoded {frames}, "
-              f"{frames / timings['ingest']:.0f} frames/s overall "
-              + ", ".join(f"{n} {s.frames_per_second:.0f} frames/s" for n, s in summaries.items()))
-
-        start = time.perf_counter()
-        key = anon.load_key(params.anonymize.key_env, params.anonymize.key_file)
-        report = anon.anonymize(params.ingest.out_dir / CLIPS_DIR, params.anonymize.out_dir / CLIPS_DIR, key,
-                                True, params.ingest.face_margin, args.workers)
-        timings["anonymize"] = time.perf_counter() - start
-        print(f"anonymize   {timings['anonymize']:7.1f} s  rows {report.rows}, subjects {report.subjects}")
+        params = Params.model_validate(redirect_paths(yaml.safe_load(args.params.read_text()), Path(tmp)))
+        timings, *_ = build_data(params, args.workers)
 
         start = time.perf_counter()
         labels = {d.name: allowed_labels(d.adapter, d.labels) for d in params.ingest.datasets}

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from bench_data import redirect_paths
+from bench_data import build_data, redirect_paths
 
 from mer_core.config import Params, apply_profile
 
@@ -39,29 +39,12 @@ def _params(args: argparse.Namespace, root: Path) -> Params:
         raw["ingest"]["crop_size"] = args.crop_size
     if args.encoder:
         raw["pretrain"]["encoder"] = args.encoder
-    raw["ingest"]["workers"] = args.workers
     return Params.model_validate(redirect_paths(raw, root))
 
 
 def _build_data(params: Params, workers: int) -> dict:
-    from mer_core.data import anonymize as anon
-    from mer_core.data.ingest import CLIPS_DIR, ingest
-    from mer_core.data.synthetic import synthesize
-
-    os.environ.setdefault("MER_PSEUDONYM_KEY", "ab" * 32)
-    started = time.perf_counter()
-    synthesize(params.synthesize, workers=workers)
-    synthesized = time.perf_counter()
-    print(f"synthesized in {synthesized - started:.1f} s", flush=True)
-    summaries = ingest(params.ingest)
-    ingested = time.perf_counter()
-    print(f"ingested in {ingested - synthesized:.1f} s", flush=True)
-    key = anon.load_key(params.anonymize.key_env, params.anonymize.key_file)
-    anon.anonymize(params.ingest.out_dir / CLIPS_DIR, params.anonymize.out_dir / CLIPS_DIR, key, True,
-                   params.ingest.face_margin, workers)
-    done = time.perf_counter()
-    return {"synthesize_s": round(synthesized - started, 1), "ingest_s": round(ingested - synthesized, 1),
-            "anonymize_s": round(done - ingested, 1),
+    timings, _, summaries, _ = build_data(params, workers)
+    return {**{f"{stage}_s": round(seconds, 1) for stage, seconds in timings.items()},
             "clips": {name: s.rows for name, s in summaries.items()},
             "frames_decoded": sum(s.frames_decoded for s in summaries.values())}
 
