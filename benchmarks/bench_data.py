@@ -72,13 +72,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    from mer_core.config import Params
+    from mer_core.config import Params, apply_profile
     from mer_core.data.adapters import allowed_labels
     from mer_core.data.ingest import CLIPS_DIR
     from mer_core.data.validate import validate_clips
 
     with tempfile.TemporaryDirectory() as tmp:
-        params = Params.model_validate(redirect_paths(yaml.safe_load(args.params.read_text()), Path(tmp)))
+        raw = apply_profile(yaml.safe_load(args.params.read_text()), args.params)
+        params = Params.model_validate(redirect_paths(raw, Path(tmp)))
         timings, *_ = build_data(params, args.workers)
 
         start = time.perf_counter()
