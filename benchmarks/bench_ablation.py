@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from mer_core.config import load_params
-from mer_core.data.ingest import CLIPS_DIR
+from mer_core.data.store import CLIPS_DIR
 from mer_core.evaluation.report import ablation_report
-from mer_core.training.finetune import run_finetuning
+from mer_core.training.finetune import FinetuneFiles, run_finetuning
 from mer_core.training.pretrain import run_pretraining
 
 
@@ -35,22 +35,21 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level="WARNING")
     params = load_params(args.params)
-    macro = [Path(params.pretrain.in_dir) / CLIPS_DIR / d.name for d in params.ingest.datasets if d.kind == "macro"]
+    macro = [params.paths.processed / CLIPS_DIR / d.name for d in params.ingest.datasets if d.kind == "macro"]
     micro = [d.name for d in params.ingest.datasets if d.kind == "micro"]
     runs: dict[str, dict[str, list[float]]] = {}
     timings, ceiling = [], None
     with tempfile.TemporaryDirectory(prefix="mer-bench-") as tmp:
         for seed in args.pretrain_seeds:
             work = Path(tmp) / f"seed{seed}"
-            pretrain = params.pretrain.model_copy(update={"seed": seed, "out_dir": work / "encoders",
-                                                          "checkpoint_dir": work / "ck-pretrain"})
-            finetune = params.finetune.model_copy(update={"encoders_dir": work / "encoders",
-                                                          "checkpoint_dir": work / "ck-finetune",
-                                                          "final_model": work / "final.pt"})
+            pretrain = params.pretrain.model_copy(update={"seed": seed})
+            finetune = params.finetune
+            files = FinetuneFiles(params.paths.processed / CLIPS_DIR, work / "encoders", work / "ck-finetune",
+                                  work / "final.pt")
             started = time.perf_counter()
-            run_pretraining(pretrain, macro, params.ingest.crop_size)
+            run_pretraining(pretrain, macro, params.ingest.crop_size, work / "encoders", work / "ck-pretrain")
             pretrained = time.perf_counter()
-            rows, _ = run_finetuning(finetune, micro, pretrain.encoder)
+            rows, _ = run_finetuning(finetune, files, micro, pretrain.encoder)
             finished = time.perf_counter()
             timings.append({"pretrain_seed": seed, "pretrain_s": round(pretrained - started, 1),
                             "finetune_s": round(finished - pretrained, 1)})

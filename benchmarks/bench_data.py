@@ -20,14 +20,12 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
 def redirect_paths(raw: dict, root: Path) -> dict:
-    """params.yaml's data paths moved under `root`, so a benchmark leaves the workspace alone."""
-    raw["synthesize"]["out_dir"] = str(root / "raw")
+    """params.yaml's paths (and the data set roots, which point into them) moved under
+    `root`, so a benchmark leaves the workspace alone."""
+    raw["paths"] = {key: str(root / value) for key, value in raw.get("paths", {}).items()}
     for source in raw["ingest"]["datasets"]:
-        source["root"] = str(root / "raw" / Path(source["root"]).name)
-    raw["ingest"]["out_dir"] = str(root / "interim")
-    raw["anonymize"].update(in_dir=str(root / "interim"), out_dir=str(root / "processed"),
-                            report=str(root / "anonymization.json"))
-    raw["validate"].update(in_dir=str(root / "processed"), report=str(root / "validation.json"), data_docs_dir=None)
+        source["root"] = str(root / source["root"])
+    raw["validate"]["data_docs"] = False
     return raw
 
 
@@ -36,19 +34,20 @@ def build_data(params, workers: int) -> tuple[dict[str, float], dict, dict, obje
     and printed as it ends. Returns (seconds per stage, synthesize's counts, ingest's
     summaries per data set, anonymize's report)."""
     from mer_core.data import anonymize as anon
-    from mer_core.data.ingest import CLIPS_DIR, ingest
+    from mer_core.data.ingest import ingest
+    from mer_core.data.store import CLIPS_DIR
     from mer_core.data.synthetic import synthesize
 
     os.environ.setdefault("MER_PSEUDONYM_KEY", "ab" * 32)
     timings = {}
     start = time.perf_counter()
-    counts = synthesize(params.synthesize, workers=workers)
+    counts = synthesize(params.synthesize, params.paths.synthetic, workers=workers)
     timings["synthesize"] = time.perf_counter() - start
     print(f"synthesize  {timings['synthesize']:7.1f} s  micro clips {counts['micro']['clips']}, "
           f"macro videos {counts['macro']['clips']}", flush=True)
 
     start = time.perf_counter()
-    summaries = ingest(params.ingest.model_copy(update={"workers": workers}))
+    summaries = ingest(params.ingest.model_copy(update={"workers": workers}), params.paths.interim)
     timings["ingest"] = time.perf_counter() - start
     frames = sum(s.frames_decoded for s in summaries.values())
     rows = sum(s.rows for s in summaries.values())
@@ -59,7 +58,7 @@ def build_data(params, workers: int) -> tuple[dict[str, float], dict, dict, obje
 
     start = time.perf_counter()
     key = anon.load_key(params.anonymize.key_env, params.anonymize.key_file)
-    report = anon.anonymize(params.ingest.out_dir / CLIPS_DIR, params.anonymize.out_dir / CLIPS_DIR, key,
+    report = anon.anonymize(params.paths.interim / CLIPS_DIR, params.paths.processed / CLIPS_DIR, key,
                             True, params.ingest.face_margin, workers)
     timings["anonymize"] = time.perf_counter() - start
     print(f"anonymize   {timings['anonymize']:7.1f} s  rows {report.rows}, subjects {report.subjects}", flush=True)
@@ -73,9 +72,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from mer_core.config import Params, apply_profile
-    from mer_core.data.adapters import allowed_labels
-    from mer_core.data.ingest import CLIPS_DIR
-    from mer_core.data.validate import validate_clips
+    from mer_core.data.store import CLIPS_DIR
+    from mer_core.data.validate import dataset_labels, validate_clips
 
     with tempfile.TemporaryDirectory() as tmp:
         raw = apply_profile(yaml.safe_load(args.params.read_text()), args.params)
@@ -83,9 +81,8 @@ def main() -> None:
         timings, *_ = build_data(params, args.workers)
 
         start = time.perf_counter()
-        labels = {d.name: allowed_labels(d.adapter, d.labels) for d in params.ingest.datasets}
-        result = validate_clips(params.validate_.in_dir / CLIPS_DIR, params.validate_,
-                                {k: set(v) for k, v in labels.items() if v})
+        result = validate_clips(params.paths.processed / CLIPS_DIR, params.validate_,
+                                dataset_labels(params.ingest.datasets))
         timings["validate"] = time.perf_counter() - start
         print(f"validate    {timings['validate']:7.1f} s  success {result.success}, rows {result.rows}")
 

@@ -59,16 +59,16 @@ def _steady_state(history: list[dict], clips: int) -> dict:
 
 
 def _pretrain(params: Params, variant: str, compile_: bool, epochs: int, work: Path) -> tuple[dict, dict]:
-    from mer_core.data.ingest import CLIPS_DIR
+    from mer_core.data.store import CLIPS_DIR
     from mer_core.training.pretrain import pretrain_variant
 
-    macro = [params.anonymize.out_dir / CLIPS_DIR / d.name for d in params.ingest.datasets if d.kind == "macro"]
+    macro = [params.paths.processed / CLIPS_DIR / d.name for d in params.ingest.datasets if d.kind == "macro"]
     settings = params.pretrain.model_copy(update={
-        "epochs": epochs, "compile": compile_, "warmup_epochs": min(params.pretrain.warmup_epochs, epochs - 1),
-        "checkpoint_dir": work / f"ck-{variant}-{'compiled' if compile_ else 'eager'}"})
+        "epochs": epochs, "compile": compile_, "warmup_epochs": min(params.pretrain.warmup_epochs, epochs - 1)})
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    state, result = pretrain_variant(settings, variant, macro, params.ingest.crop_size, "bench")
+    state, result = pretrain_variant(settings, variant, macro, params.ingest.crop_size, "bench",
+                                     work / f"ck-{variant}-{'compiled' if compile_ else 'eager'}")
     figures = {"variant": variant, "compiled": compile_, "encoder": settings.encoder, "clips": result.clips,
                "batch_size": settings.batch_size, "loader_workers": settings.loader_workers, "epochs": epochs,
                "peak_gpu_memory_mib": result.peak_gpu_memory_mib, "final_loss": result.history[-1]["loss"],
@@ -77,17 +77,18 @@ def _pretrain(params: Params, variant: str, compile_: bool, epochs: int, work: P
 
 
 def _finetune(params: Params, variant: str, state: dict, work: Path) -> dict:
+    from mer_core.data.store import CLIPS_DIR
     from mer_core.evaluation.report import ablation_report
-    from mer_core.training.finetune import run_finetuning
-    from mer_core.training.pretrain import save_encoder
+    from mer_core.training.checkpoint import save_encoder
+    from mer_core.training.finetune import FinetuneFiles, run_finetuning
 
     save_encoder(work / "encoders" / f"{variant}.pt", state, params.pretrain.encoder, variant)
-    settings = params.finetune.model_copy(update={
-        "in_dir": params.anonymize.out_dir, "encoders_dir": work / "encoders", "checkpoint_dir": work / "ck-finetune",
-        "final_model": work / "final.pt", "variant": variant, "ablation": [variant], "seeds": [0]})
+    settings = params.finetune.model_copy(update={"variant": variant, "ablation": [variant], "seeds": [0]})
+    files = FinetuneFiles(params.paths.processed / CLIPS_DIR, work / "encoders", work / "ck-finetune",
+                          work / "final.pt")
     micro = [d.name for d in params.ingest.datasets if d.kind == "micro"]
     started = time.perf_counter()
-    rows, report = run_finetuning(settings, micro, params.pretrain.encoder)
+    rows, report = run_finetuning(settings, files, micro, params.pretrain.encoder)
     seconds = time.perf_counter() - started
     scores = ablation_report(rows, [variant])["variants"][variant]
     return {"variant": variant, "device": report["device"], "clips": report["clips"], "subjects": report["subjects"],

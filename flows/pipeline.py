@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,9 +135,9 @@ def publish_summary(repo: str, stages: list[str]) -> str:
     root = Path(repo)
     p = load_params(root / PARAMS_FILE)
     markdown = run_summary_markdown(
-        metrics=_report(root, str(p.evaluate.metrics)) if "evaluate" in stages else None,
-        validation=_report(root, str(p.validate_.report)) if "validate" in stages else None,
-        registry=_report(root, str(p.register_.report)) if "register" in stages else None,
+        metrics=_report(root, str(p.paths.metrics)) if "evaluate" in stages else None,
+        validation=_report(root, str(p.paths.validation_report)) if "validate" in stages else None,
+        registry=_report(root, str(p.paths.registry_report)) if "register" in stages else None,
         stages=stages, tracking_uri=resolve_tracking_uri(p.tracking, root))
     create_markdown_artifact(markdown=markdown, key="mer-run-summary", description="mer pipeline run summary")
     return markdown
@@ -197,44 +198,22 @@ def ingest_new_data(adapter: str, source: str, name: str, kind: str = "micro", r
 
 @flow(name="mer-evaluate-champion")
 def evaluate_champion(repo: str = ".", model_uri: str | None = None) -> dict:
-    """Score the registry's champion on the current processed micro clips: on subjects it
-    never saw (a generalization estimate) and, labelled in-sample, on those it trained on.
-    Its LOSO figure is the `uf1` tag it was registered with."""
-    from mer_core.config import load_params
-    from mer_core.data.ingest import CLIPS_DIR
-    from mer_core.inference import predictor_from_pyfunc, unseen_and_in_sample_scores
-    from mer_core.tracking import data_version, load_registered_model
+    """Score the registry's champion on the current processed micro clips (`mer
+    evaluate-champion`): on subjects it never saw (a generalization estimate) and,
+    labelled in-sample, on those it trained on. Its LOSO figure is the `uf1` tag it was
+    registered with."""
+    from mer_core.evaluation.champion import champion_markdown
 
-    root = Path(repo).resolve()
-    p = load_params(root / PARAMS_FILE)
-    uri = model_uri or f"models:/{p.register_.model_name}@champion"
-    pyfunc = load_registered_model(uri, p.tracking, root)
-    predictor = predictor_from_pyfunc(uri, pyfunc)
-    micro = [d.name for d in p.ingest.datasets if d.kind == "micro"]
-    trained_subjects = pyfunc.unwrap_python_model().meta.get("subjects")
-    scores = unseen_and_in_sample_scores(predictor.predict, predictor.classes, trained_subjects,
-                                        root / p.finetune.in_dir / CLIPS_DIR, micro, p.finetune.label_column)
-    result = {"model": uri, "data_version": data_version(root), **scores}
+    command = [str(Path(sys.executable).parent / "mer"), "evaluate-champion",
+               *(["--model", model_uri] if model_uri else [])]
+    result = subprocess.run(command, cwd=Path(repo).resolve(), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StageError(f"mer evaluate-champion failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    scores = json.loads(result.stdout)
     create_markdown_artifact(key="mer-champion-evaluation", description="champion on the current processed data",
-                             markdown=_champion_markdown(uri, result))
-    get_run_logger().info("champion evaluation: %s", result)
-    return result
-
-
-_SCOPES = {"unseen": "subjects the champion never saw (a generalization estimate)",
-           "in_sample": "subjects it was trained on (in-sample: NOT a generalization estimate)",
-           "subjects_unknown": "all subjects (its training subjects are not recorded: may be in-sample)"}
-
-
-def _champion_markdown(uri: str, result: dict) -> str:
-    lines = ["# Champion evaluation", "", f"- Model: `{uri}`", f"- Data version: `{result['data_version']}`"]
-    for scope, text in _SCOPES.items():
-        if scope in result:
-            s = result[scope]
-            figures = (f"UF1 {s['uf1']:.3f}, UAR {s['uar']:.3f}, accuracy {s['accuracy']:.3f}" if s["clips"]
-                       else "no clips")
-            lines.append(f"- On {text}: {figures} ({s['clips']} clips)")
-    return "\n".join(lines) + "\n"
+                             markdown=champion_markdown(scores))
+    get_run_logger().info("champion evaluation: %s", scores)
+    return scores
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from mer_core import MerError
 from mer_core.config import ParamsError, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Micro-expression recognition pipeline stages.")
@@ -23,15 +24,12 @@ log = logging.getLogger("mer")
 ParamsOption = typer.Option(Path("params.yaml"), "--params", help="The params file to read.")
 
 
-class StageFailed(RuntimeError):
+class StageFailed(MerError, RuntimeError):
     """A stage ran to completion but its outcome must stop the pipeline."""
 
 
-def _known_errors() -> tuple[type[Exception], ...]:
-    from mer_core.data.adapters import AnnotationError
-    from mer_core.data.anonymize import LeakError, PseudonymKeyError
-
-    return ParamsError, AnnotationError, PseudonymKeyError, LeakError, FileNotFoundError, StageFailed
+# Expected failures: a one-line message and exit 1. Anything else is a bug and keeps its traceback.
+KNOWN_ERRORS = (MerError, FileNotFoundError)
 
 
 def stage(fn: Callable) -> Callable:
@@ -44,9 +42,8 @@ def stage(fn: Callable) -> Callable:
         start = time.perf_counter()
         try:
             result = fn(*args, **kwargs)
-        except _known_errors() as exc:
-            typer.secho(f"mer {fn.__name__}: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(1) from None
+        except KNOWN_ERRORS as exc:
+            _fail(fn.__name__.replace("_", "-"), str(exc))
         log.info("%s finished in %.1f s", fn.__name__, time.perf_counter() - start)
         return result
 
@@ -59,21 +56,61 @@ def write_json(path: Path, payload: dict) -> None:
     write_text_atomically(Path(path), json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def _read_json(path: Path, produced_by: str) -> dict:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} does not exist; run the {produced_by} stage first")
+    return json.loads(Path(path).read_text())
+
+
+def _clip_dirs(params, kind: str) -> list[Path]:
+    """The processed clip folders of every `kind` data set; a params error when there is none."""
+    from mer_core.data.store import CLIPS_DIR
+
+    names = [d.name for d in params.ingest.datasets if d.kind == kind]
+    if not names:
+        raise ParamsError(f"ingest.datasets has no {kind} data set")
+    return [params.paths.processed / CLIPS_DIR / name for name in names]
+
+
+def _tracking(p, params_file: Path, stage_name: str, data_dirs: list[Path]):
+    """An MLflow session for this stage, opened before the work so a wrong tracking URI
+    fails in seconds, not after training. The repo root is the params file's folder; runs
+    are tagged with the version of the data they read and DVC's md5 of the processed data."""
+    from mer_core.data.store import data_version
+    from mer_core.tracking import open_session
+
+    root = Path(params_file).resolve().parent
+    return open_session(p.tracking, root, stage_name, p, data_version(data_dirs),
+                        {"dvc.data_md5": _dvc_md5(root, p.paths.processed)})
+
+
+def _dvc_md5(root: Path, output: Path) -> str:
+    """DVC's md5 of a stage output as `dvc.lock` records it ('unlocked' before the first repro)."""
+    import yaml
+
+    lock = root / "dvc.lock"
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.exists() else {}
+    for entry in stages.values():
+        for out in entry.get("outs", []):
+            if Path(out.get("path", "")) == Path(output) and out.get("md5"):
+                return out["md5"]
+    return "unlocked"
+
+
 @app.command()
 @stage
 def synthesize(params: Path = ParamsOption, workers: int = typer.Option(2, help="Render processes.")) -> None:
     """Render the embedded synthetic data set (videos + CASME II layout)."""
     from mer_core.data.synthetic import synthesize as render
 
-    counts = render(load_params(params).synthesize, workers=workers)
-    typer.echo(json.dumps(counts, indent=2))
+    p = load_params(params)
+    typer.echo(json.dumps(render(p.synthesize, p.paths.synthetic, workers=workers), indent=2))
 
 
 @app.command()
 @stage
 def ingest(
     params: Path = ParamsOption,
-    report: Path = typer.Option(Path("reports/ingest.json")),
     adapter: str | None = typer.Option(None, help="Ingest one folder ad hoc with this adapter (e.g. videos: every "
                                        "video file an unlabelled clip) instead of params' data sets."),
     source: Path | None = typer.Option(None, help="With --adapter: the folder to read."),
@@ -85,30 +122,24 @@ def ingest(
     With --adapter, one folder (--source) instead of params' data sets, into --output;
     it exits 0 when the run completes, even with rejects, and 1 when nothing could be read.
     """
-    from mer_core.data.ingest import folder_source, ingest_folder
-    from mer_core.data.ingest import ingest as run_ingest
+    from mer_core.data import ingest as ingestion
 
-    if adapter is not None:
-        if source is None or output is None:
-            raise ParamsError("--adapter needs --source DIR and --output DIR")
-        dataset = folder_source(adapter, source, kind)
-        settings = load_params(params).ingest if params.exists() else None
-        summary, rejected = ingest_folder(dataset, output, settings)
-        typer.echo(f"{source}: {summary.clips_listed} item(s) listed → {summary.rows} clip(s) in {output}, "
-                   f"{len(rejected)} rejected")
-        for r in rejected:
-            typer.echo(f"  rejected {r.item}: {r.reason}")
-        if summary.rows == 0:
-            raise StageFailed(f"nothing could be read from {source}" if summary.clips_listed or rejected
-                              else f"found nothing for adapter {adapter} in {source}")
+    if adapter is None:
+        p = load_params(params)
+        summaries = ingestion.ingest(p.ingest, p.paths.interim)
+        write_json(p.paths.ingest_report, {name: s.as_report() for name, s in summaries.items()})
+        typer.echo("\n".join(s.describe(name) for name, s in summaries.items()))
         return
-
-    summaries = run_ingest(load_params(params).ingest)
-    payload = {name: {**asdict(s), "frames_per_second": round(s.frames_per_second, 1)} for name, s in summaries.items()}
-    write_json(report, payload)
-    for name, s in summaries.items():
-        typer.echo(f"{name}: {s.clips_listed} clips listed, {s.rows} rows, {s.rejected} rejected, "
-                   f"{s.frames_per_second:.0f} frames/s")
+    if source is None or output is None:
+        raise ParamsError("--adapter needs --source DIR and --output DIR")
+    settings = load_params(params).ingest if params.exists() else None
+    summary, rejected = ingestion.ingest_folder(ingestion.folder_source(adapter, source, kind), output, settings)
+    typer.echo(f"{source}: {summary.clips_listed} item(s) listed → {summary.rows} clip(s) in {output}, "
+               f"{len(rejected)} rejected")
+    typer.echo("".join(f"  rejected {r.item}: {r.reason}\n" for r in rejected), nl=False)
+    if summary.rows == 0:
+        raise StageFailed(f"nothing could be read from {source}" if summary.clips_listed or rejected
+                          else f"found nothing for adapter {adapter} in {source}")
 
 
 @app.command()
@@ -116,72 +147,48 @@ def ingest(
 def anonymize(params: Path = ParamsOption) -> None:
     """Pseudonymise subjects, drop paths, mask background, scan for leaks."""
     from mer_core.data import anonymize as anon
-    from mer_core.data.ingest import CLIPS_DIR
+    from mer_core.data.store import CLIPS_DIR
 
     p = load_params(params)
     a = p.anonymize
-    key = anon.load_key(a.key_env, a.key_file)
-    report = anon.anonymize(Path(a.in_dir) / CLIPS_DIR, Path(a.out_dir) / CLIPS_DIR, key,
+    key = anon.load_key(a.key_env, a.key_file, Path(params).resolve().parent)
+    report = anon.anonymize(p.paths.interim / CLIPS_DIR, p.paths.processed / CLIPS_DIR, key,
                             a.mask_outside_face, p.ingest.face_margin, a.workers)
-    write_json(a.report, asdict(report))
-    typer.echo(f"anonymized {report.rows} rows of {report.subjects} subjects; leak scan: "
-               f"{len(report.leak_scan['findings'])} finding(s) in {report.leak_scan['values_scanned']} values")
+    write_json(p.paths.anonymization_report, asdict(report))
+    typer.echo(report.describe())
 
 
 @app.command()
 @stage
 def validate(params: Path = ParamsOption) -> None:
     """Run the Great Expectations suite over the processed clip table."""
-    from mer_core.data.adapters import allowed_labels
-    from mer_core.data.ingest import CLIPS_DIR
-    from mer_core.data.validate import validate_clips, write_validation_report
+    from mer_core.data.store import CLIPS_DIR
+    from mer_core.data.validate import dataset_labels, validate_clips, write_validation_report
 
     p = load_params(params)
-    v = p.validate_
-    labels = {d.name: allowed_labels(d.adapter, d.labels) for d in p.ingest.datasets}
-    result = validate_clips(Path(v.in_dir) / CLIPS_DIR, v, {k: set(s) for k, s in labels.items() if s is not None})
-    write_validation_report(result, v.report)
+    result = validate_clips(p.paths.processed / CLIPS_DIR, p.validate_, dataset_labels(p.ingest.datasets),
+                            p.paths.data_docs)
+    write_validation_report(result, p.paths.validation_report)
     typer.echo(result.summary())
     if not result.success:
-        raise StageFailed(f"validation failed; see {v.report}")
-
-
-def _tracking(p, params_file: Path, stage_name: str):
-    """An MLflow session for this stage, opened before the work so a wrong tracking URI
-    fails in seconds, not after training. The repo root is the params file's folder."""
-    from mer_core.tracking import open_session
-
-    return open_session(p.tracking, Path(params_file).resolve().parent, stage_name, p)
-
-
-def _datasets_of_kind(params, kind: str) -> list[str]:
-    names = [d.name for d in params.ingest.datasets if d.kind == kind]
-    if not names:
-        raise ParamsError(f"ingest.datasets has no {kind} data set")
-    return names
+        raise StageFailed(f"validation failed; see {p.paths.validation_report}")
 
 
 @app.command()
 @stage
 def pretrain(params: Path = ParamsOption) -> None:
     """Self-supervised pre-training (MA2MI, ContraWarping, both) on the macro clips."""
-    from mer_core.data.ingest import CLIPS_DIR
-    from mer_core.training.pretrain import run_pretraining
+    from mer_core.tracking import log_pretraining
+    from mer_core.training.pretrain import check_input_size, describe, run_pretraining
 
     p = load_params(params)
-    t = p.pretrain
-    dirs = [Path(t.in_dir) / CLIPS_DIR / name for name in _datasets_of_kind(p, "macro")]
-    session = _tracking(p, params, "pretrain")
-    report = run_pretraining(t, dirs, p.ingest.crop_size)
-    write_json(t.report, report)
-    from mer_core.tracking import log_pretraining
-
-    log_pretraining(session, p, report, [Path(t.report)])
-    for variant, result in report["variants"].items():
-        last = result["history"][-1]
-        typer.echo(f"{variant}: {result['epochs']} epochs on {result['clips']} clips in {result['seconds']} s "
-                   f"({result['clips_per_second']} clips/s, {100 * result['data_wait_fraction']:.1f} % waiting "
-                   f"for data), final loss {last['loss']:.3f}")
+    check_input_size(p.pretrain, p.ingest.crop_size)
+    dirs = _clip_dirs(p, "macro")
+    session = _tracking(p, params, "pretrain", dirs)
+    report = run_pretraining(p.pretrain, dirs, p.ingest.crop_size, p.paths.encoders, p.paths.checkpoints / "pretrain")
+    write_json(p.paths.pretrain_report, report)
+    log_pretraining(session, p, report, [p.paths.pretrain_report])
+    typer.echo(describe(report))
 
 
 @app.command()
@@ -189,16 +196,20 @@ def pretrain(params: Path = ParamsOption) -> None:
 def finetune(params: Path = ParamsOption) -> None:
     """MIACNet under leave-one-subject-out for every ablation variant and seed, then the final model."""
     from mer_core.data.store import write_table
-    from mer_core.evaluation.report import predictions_table, scores_by_run
+    from mer_core.evaluation.predictions import predictions_table
+    from mer_core.evaluation.report import scores_by_run
     from mer_core.tracking import log_finetuning
-    from mer_core.training.finetune import run_finetuning
+    from mer_core.training.finetune import FinetuneFiles, run_finetuning
+    from mer_core.training.pretrain import check_input_size
 
     p = load_params(params)
-    f = p.finetune
-    session = _tracking(p, params, "finetune")
-    rows, report = run_finetuning(f, _datasets_of_kind(p, "micro"), p.pretrain.encoder)
-    write_table(predictions_table(rows, report["classes"]), Path(f.predictions))
-    write_json(f.report, report)
+    check_input_size(p.pretrain, p.ingest.crop_size)
+    dirs = _clip_dirs(p, "micro")
+    session = _tracking(p, params, "finetune", dirs)
+    rows, report = run_finetuning(p.finetune, FinetuneFiles.from_paths(p.paths), [d.name for d in dirs],
+                                  p.pretrain.encoder)
+    write_table(predictions_table(rows, report["classes"]), p.paths.predictions)
+    write_json(p.paths.finetune_report, report)
     log_finetuning(session, p, report, {k: v for k, v in scores_by_run(rows).items() if k[0] in report["variants"]})
     typer.echo(f"{len(rows)} held-out predictions over {report['subjects']} subjects; final model "
                f"{report['final_model']['path']}")
@@ -208,86 +219,81 @@ def finetune(params: Path = ParamsOption) -> None:
 @stage
 def evaluate(params: Path = ParamsOption) -> None:
     """UF1, UAR and accuracy from the LOSO predictions; the ablation table; the confusion plot."""
-    import csv
-    import io
-
-    from mer_core.data.store import write_text_atomically
     from mer_core.evaluation import report as rep
-    from mer_core.evaluation.protocols import composite_label
-
-    p = load_params(params)
-    e = p.evaluate
-    adapters = {d.name: d.adapter for d in p.ingest.datasets}
-    rows = rep.read_predictions(e.predictions)
-    metrics = rep.metrics_report(rows, p.finetune.variant, lambda ds, label: composite_label(adapters[ds], label))
-    ablation = rep.ablation_report(rows, p.finetune.ablation)
-    write_json(e.metrics, metrics)
-    write_json(e.ablation, ablation)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["actual", "predicted"])
-    writer.writeheader()
-    writer.writerows(rep.confusion_rows(rows, p.finetune.variant))
-    write_text_atomically(Path(e.plots_dir) / "confusion.csv", buffer.getvalue())
-    picture = Path(e.plots_dir) / "confusion.png"
-    rep.write_confusion_png(picture, rep.confusion_summary(rows, p.finetune.variant),
-                            f"{p.finetune.variant}, LOSO, seed {min(p.finetune.seeds)}")
+    from mer_core.evaluation.predictions import read_predictions
     from mer_core.tracking import log_evaluation
 
-    log_evaluation(_tracking(p, params, "evaluate"), p, metrics, ablation,
-                   [Path(e.metrics), Path(e.ablation), Path(e.plots_dir) / "confusion.csv", picture,
-                    Path(p.validate_.report)])
-    typer.echo(f"{metrics['variant']}: UF1 {metrics['uf1']:.3f} ± {metrics['uf1_std']:.3f}, "
-               f"UAR {metrics['uar']:.3f} ± {metrics['uar_std']:.3f}, accuracy {metrics['accuracy']:.3f}")
-    for variant, entry in ablation["variants"].items():
-        typer.echo(f"  {variant:12s} UF1 {entry['uf1']:.3f} ± {entry['uf1_std']:.3f}  UAR {entry['uar']:.3f}")
-    if ablation["ceiling"]:
-        typer.echo(f"  ceiling      UF1 {ablation['ceiling']['uf1']:.3f} (AU oracle)")
-
-
-def _read_json(path: Path, produced_by: str) -> dict:
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path} does not exist; run the {produced_by} stage first")
-    return json.loads(Path(path).read_text())
+    p = load_params(params)
+    paths, variant = p.paths, p.finetune.variant
+    rows = read_predictions(paths.predictions)
+    metrics, ablation = rep.evaluation_reports(rows, variant, p.finetune.ablation,
+                                               {d.name: d.adapter for d in p.ingest.datasets})
+    write_json(paths.metrics, metrics)
+    write_json(paths.ablation, ablation)
+    pictures = rep.write_confusion(rows, variant, paths.plots, f"{variant}, LOSO, seed {min(p.finetune.seeds)}")
+    log_evaluation(_tracking(p, params, "evaluate", _clip_dirs(p, "micro")), p, metrics, ablation,
+                   [paths.metrics, paths.ablation, *pictures, paths.validation_report])
+    typer.echo(rep.describe_evaluation(metrics, ablation))
 
 
 @app.command()
 @stage
 def register(params: Path = ParamsOption) -> None:
     """Log the final model to MLflow, register a version with its model card, apply the promotion gate."""
+    from mer_core.data.faces import CropSettings
+    from mer_core.data.store import data_version, write_text_atomically
+    from mer_core.evaluation.protocols import protocol_id
     from mer_core.evaluation.report import model_card_markdown
-    from mer_core.inference import load_final_model
-    from mer_core.tracking import Standing, data_version, git_state, register_model
+    from mer_core.inference import load_final_model, serving_config
+    from mer_core.tracking import Standing, git_state, register_model
 
     p = load_params(params)
-    root = Path(params).resolve().parent
-    metrics = _read_json(p.evaluate.metrics, "evaluate")
-    ablation = _read_json(p.evaluate.ablation, "evaluate")
-    validation = _read_json(p.validate_.report, "validate")
-    _, meta = load_final_model(Path(p.finetune.final_model))
-    micro = _datasets_of_kind(p, "micro")
-    # Scores are comparable only under the same labels, classes and data sets.
-    protocol = f"loso:{meta['label_column']}:{'+'.join(sorted(micro))}:{','.join(meta['classes'])}"
-    version = data_version(root)
+    paths, dirs = p.paths, _clip_dirs(p, "micro")
+    metrics, ablation = _read_json(paths.metrics, "evaluate"), _read_json(paths.ablation, "evaluate")
+    _, meta = load_final_model(paths.final_model)
+    protocol, version = protocol_id(meta["label_column"], [d.name for d in dirs], meta["classes"]), data_version(dirs)
     card = model_card_markdown(
         model_name=p.register_.model_name, variant=meta["variant"], classes=meta["classes"],
         datasets={d.name: d.adapter for d in p.ingest.datasets}, protocol=protocol, data_version=version,
-        git_commit=git_state(root)[0], metrics=metrics, ablation=ablation, validation=validation)
-    card_path = Path(p.register_.report).with_name("model_card.md")
-    from mer_core.data.store import write_text_atomically
-
-    write_text_atomically(card_path, card)
-    session = _tracking(p, params, "register")
-    model_config = {"mask_margin": _mask_margin(p),
-                    "crop_size": p.ingest.crop_size, "frames_per_clip": p.ingest.frames_per_clip,
-                    "face_margin": p.ingest.face_margin, "min_face_px": p.ingest.min_face_px,
-                    "stabilize": p.ingest.stabilize}
+        git_commit=git_state(Path(params).resolve().parent)[0], metrics=metrics, ablation=ablation,
+        validation=_read_json(paths.validation_report, "validate"))
+    write_text_atomically(paths.model_card, card)
     outcome = register_model(
-        session, p.register_.model_name, Path(p.finetune.final_model), Standing(metrics["uf1"], protocol, version),
-        {k: metrics[k] for k in ("uf1", "uar", "accuracy")}, card, p.register_.promotion_margin,
-        p.ingest.frames_per_clip, model_config, [card_path, Path(p.evaluate.metrics), Path(p.evaluate.ablation)])
-    write_json(p.register_.report, {**asdict(outcome), "protocol": protocol, "data_version": version,
-                                   "uf1": metrics["uf1"]})
+        _tracking(p, params, "register", dirs), p.register_.model_name, paths.final_model,
+        Standing(metrics["uf1"], protocol, version), {k: metrics[k] for k in ("uf1", "uar", "accuracy")}, card,
+        p.register_.promotion_margin, p.ingest.frames_per_clip,
+        serving_config(CropSettings.from_params(p.ingest), p.anonymize.mask_outside_face),
+        [paths.model_card, paths.metrics, paths.ablation])
+    write_json(paths.registry_report, {**asdict(outcome), "protocol": protocol, "data_version": version,
+                                       "uf1": metrics["uf1"]})
     typer.echo(f"{outcome.model_name} version {outcome.version} → {outcome.alias}: {outcome.reason}")
+
+
+@app.command("evaluate-champion")
+@stage
+def evaluate_champion(
+    params: Path = ParamsOption,
+    model: str | None = typer.Option(None, help="A registry URI; the registered model's champion by default."),
+    output: Path | None = typer.Option(None, help="Write the JSON here as well as printing it."),
+) -> None:
+    """Score the registry's champion on the current processed micro clips: on subjects it
+    never saw and, labelled in-sample, on those it trained on."""
+    from mer_core.data.store import data_version
+    from mer_core.evaluation.champion import unseen_and_in_sample_scores
+    from mer_core.inference import predictor_from_pyfunc
+    from mer_core.tracking import load_registered_model
+
+    p = load_params(params)
+    uri, dirs = model or f"models:/{p.register_.model_name}@champion", _clip_dirs(p, "micro")
+    pyfunc = load_registered_model(uri, p.tracking, Path(params).resolve().parent)
+    predictor = predictor_from_pyfunc(uri, pyfunc)
+    scores = unseen_and_in_sample_scores(predictor.predict, predictor.classes,
+                                         pyfunc.unwrap_python_model().meta.get("subjects"), dirs[0].parent,
+                                         [d.name for d in dirs], p.finetune.label_column)
+    result = {"model": uri, "data_version": data_version(dirs), **scores}
+    if output:
+        write_json(output, result)
+    typer.echo(json.dumps(result, indent=2))
 
 
 @app.command()
@@ -306,26 +312,27 @@ def predict(
 ) -> None:
     """Per-window class probabilities of a video, as JSON."""
     from mer_core import inference
-    from mer_core.data.faces import NoFaceError
-    from mer_core.data.video import FrameReadError
 
     logging.basicConfig(level=os.environ.get("MER_LOG_LEVEL", "WARNING"), stream=sys.stderr)
     given = (onset, apex, offset)
     if any(v is not None for v in given) and None in given:
         _fail("predict", "give all of --onset, --apex and --offset, or none")
+    for flag, value in (("--window", window), ("--stride", stride), ("--fps", fps)):
+        if value is not None and not value > 0:
+            _fail("predict", f"{flag} must be a positive number, got {value}")
+    if any(v is not None and v < 0 for v in given):
+        _fail("predict", f"frame numbers start at 0, got --onset {onset} --apex {apex} --offset {offset}")
     if not video.is_file():
         _fail("predict", f"{video}: no such file")
     try:
-        predictor = _load_predictor(model, params)
-        result = inference.predict_video(video, predictor, window_s=window, stride_s=stride, fps=fps,
-                                         given=None if None in given else given)
-    except (FrameReadError, NoFaceError, LookupError, ValueError, *_known_errors()) as exc:
+        result = inference.predict_video(video, _load_predictor(model, params), window_s=window, stride_s=stride,
+                                         fps=fps, given=None if None in given else given)
+    except (*KNOWN_ERRORS, LookupError, ValueError) as exc:
         _fail("predict", str(exc))
-    text = json.dumps(result.as_json(), indent=2)
     if output:
         write_json(output, result.as_json())
     else:
-        typer.echo(text)
+        typer.echo(json.dumps(result.as_json(), indent=2))
 
 
 def _fail(command: str, message: str) -> None:
@@ -333,25 +340,20 @@ def _fail(command: str, message: str) -> None:
     raise typer.Exit(1)
 
 
-def _mask_margin(p) -> float | None:
-    """The face margin to mask clips with at prediction, as `anonymize` masked the training
-    clips; None when it did not mask."""
-    return p.ingest.face_margin if p.anonymize.mask_outside_face else None
-
-
 def _load_predictor(model: str, params_file: Path):
     from mer_core import inference
-    from mer_core.data.ingest import CropSettings
+    from mer_core.config import TrackingParams
+    from mer_core.data.faces import CropSettings
 
     if model.endswith(".pt"):
         p = load_params(params_file)
-        return inference.predictor_from_file(Path(model), CropSettings.from_params(p.ingest), _mask_margin(p))
-    from mer_core.config import TrackingParams
+        return inference.predictor_from_file(Path(model), CropSettings.from_params(p.ingest),
+                                             inference.mask_margin(p.ingest.face_margin, p.anonymize.mask_outside_face))
     from mer_core.tracking import load_registered_model
 
     tracking = load_params(params_file).tracking if Path(params_file).exists() else TrackingParams()
-    root = Path(params_file).resolve().parent
-    return inference.predictor_from_pyfunc(model, load_registered_model(model, tracking, root))
+    return inference.predictor_from_pyfunc(model, load_registered_model(model, tracking,
+                                                                        Path(params_file).resolve().parent))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -12,8 +12,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mer_core import MerError
 
-class ParamsError(ValueError):
+
+class ParamsError(MerError, ValueError):
     """`params.yaml` is missing, unparsable, or does not match the typed sections."""
 
 
@@ -65,7 +67,6 @@ class Nuisance(_Section):
 
 class SynthesizeParams(_Section):
     seed: int = 7
-    out_dir: Path = Path("data/raw/synthetic")
     image_size: int = Field(192, ge=96, le=1024)
     micro: MicroSynthesis = MicroSynthesis()
     macro: MacroSynthesis = MacroSynthesis()
@@ -88,8 +89,7 @@ class DatasetSource(_Section):
 
 
 class IngestParams(_Section):
-    datasets: list[DatasetSource]
-    out_dir: Path = Path("data/interim")
+    datasets: list[DatasetSource] = Field(min_length=1)
     crop_size: int = Field(64, ge=16, le=512)
     frames_per_clip: int = Field(8, ge=2, le=64)
     # Macro windows: consecutive frames `window_stride` apart, several per video.
@@ -113,9 +113,6 @@ class IngestParams(_Section):
 
 
 class AnonymizeParams(_Section):
-    in_dir: Path = Path("data/interim")
-    out_dir: Path = Path("data/processed")
-    report: Path = Path("reports/anonymization.json")
     key_env: str = "MER_PSEUDONYM_KEY"
     key_file: Path = Path("~/.config/mer/pseudonym.key")
     mask_outside_face: bool = True
@@ -123,9 +120,7 @@ class AnonymizeParams(_Section):
 
 
 class ValidateParams(_Section):
-    in_dir: Path = Path("data/processed")
-    report: Path = Path("reports/validation.json")
-    data_docs_dir: Path | None = Path("reports/data_docs")
+    data_docs: bool = True  # render GX data docs into paths.data_docs
     min_clips_per_class: int = Field(3, ge=0)
     min_clips_per_subject: int = Field(2, ge=0)
     pixel_mean_range: Range = Range(low=15.0, high=240.0)
@@ -140,10 +135,6 @@ Device = Literal["auto", "cpu", "cuda"]
 class PretrainParams(_Section):
     """Self-supervised pre-training on the macro clips (MA2MI and/or ContraWarping)."""
 
-    in_dir: Path = Path("data/processed")
-    out_dir: Path = Path("models/encoders")
-    checkpoint_dir: Path = Path("models/checkpoints/pretrain")
-    report: Path = Path("reports/pretrain.json")
     encoder: str = "vit_mini_patch8_64"
     # Every variant the ablation needs; "both" trains MA2MI and ContraWarping jointly.
     variants: list[PretrainVariant] = ["ma2mi", "contrastive", "both"]
@@ -171,12 +162,6 @@ class PretrainParams(_Section):
 class FinetuneParams(_Section):
     """MIACNet fine-tuning on the micro clips under leave-one-subject-out."""
 
-    in_dir: Path = Path("data/processed")
-    encoders_dir: Path = Path("models/encoders")
-    checkpoint_dir: Path = Path("models/checkpoints/finetune")
-    predictions: Path = Path("reports/predictions.parquet")
-    final_model: Path = Path("models/final.pt")
-    report: Path = Path("reports/finetune.json")
     variant: FinetuneVariant = "ma2mi"  # the encoder the shipped model starts from
     ablation: list[FinetuneVariant] = ["scratch", "ma2mi", "contrastive", "both"]
     seeds: list[int] = Field([0, 1, 2], min_length=1)
@@ -195,13 +180,6 @@ class FinetuneParams(_Section):
     workers: int = Field(2, ge=1)  # processes over (variant, seed) runs on CPU
 
 
-class EvaluateParams(_Section):
-    predictions: Path = Path("reports/predictions.parquet")
-    metrics: Path = Path("reports/metrics.json")
-    ablation: Path = Path("reports/ablation.json")
-    plots_dir: Path = Path("reports/plots")
-
-
 class TrackingParams(_Section):
     """Where MLflow runs and the registry live; `MLFLOW_TRACKING_URI` overrides `uri`."""
 
@@ -217,17 +195,45 @@ class RegisterParams(_Section):
     # The new version becomes `champion` only if its UF1 beats the champion's by at least
     # this much, on the same protocol and data version; otherwise `challenger`.
     promotion_margin: float = Field(0.01, ge=0)
-    report: Path = Path("reports/registry.json")
+
+
+class PathsParams(_Section):
+    """Every file and folder the stages read and write, relative to the repo root (the
+    params file's folder); dvc.yaml templates the same keys (`${paths.processed}`), so
+    each path is written once. Profiles may not change them."""
+
+    synthetic: Path = Path("data/raw/synthetic")  # synthesize: macro/ videos, micro/ CASME II tree
+    interim: Path = Path("data/interim")  # ingest: clips/<dataset>/, rejected.parquet
+    processed: Path = Path("data/processed")  # anonymize: clips/<dataset>/
+    encoders: Path = Path("models/encoders")  # pretrain: <variant>.pt
+    checkpoints: Path = Path("models/checkpoints")  # pretrain/ and finetune/ resume points
+    final_model: Path = Path("models/final.pt")
+    ingest_report: Path = Path("reports/ingest.json")
+    anonymization_report: Path = Path("reports/anonymization.json")
+    validation_report: Path = Path("reports/validation.json")
+    data_docs: Path = Path("reports/data_docs")
+    pretrain_report: Path = Path("reports/pretrain.json")
+    finetune_report: Path = Path("reports/finetune.json")
+    predictions: Path = Path("reports/predictions.parquet")
+    metrics: Path = Path("reports/metrics.json")
+    ablation: Path = Path("reports/ablation.json")
+    plots: Path = Path("reports/plots")
+    registry_report: Path = Path("reports/registry.json")
+    model_card: Path = Path("reports/model_card.md")
+
+    def under(self, root: Path) -> PathsParams:
+        """The same layout with every relative path under `root` (tests, benchmarks)."""
+        return self.model_copy(update={name: Path(root) / value for name, value in self if not value.is_absolute()})
 
 
 class Params(_Section):
+    paths: PathsParams = PathsParams()
     synthesize: SynthesizeParams = SynthesizeParams()
     ingest: IngestParams
     anonymize: AnonymizeParams = AnonymizeParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     pretrain: PretrainParams = PretrainParams()
     finetune: FinetuneParams = FinetuneParams()
-    evaluate: EvaluateParams = EvaluateParams()
     tracking: TrackingParams = TrackingParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
 
@@ -277,7 +283,40 @@ def apply_profile(raw: dict, source: Path) -> dict:
         return raw
     if profile not in profiles:
         raise ParamsError(f"{source}: profile {profile!r} is not one of profiles: {sorted(profiles) or 'none'}")
+    if "paths" in (profiles[profile] or {}):
+        raise ParamsError(f"{source}: profiles.{profile} sets paths; a profile changes sizes, never where files go "
+                          "(dvc.yaml reads the paths section as it is)")
     return _merge(raw, profiles[profile])
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key repeated in one mapping (PyYAML would keep the
+    last value silently; DVC refuses such a params file too)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (`duplicate key 'epochs' at line 126, column 3`)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{getattr(error, 'problem', None) or ' '.join(str(error).split())}{where}"
+
+
+def read_params_yaml(path: Path) -> object:
+    """The parsed params file; a duplicated key is an error (`yaml.YAMLError`)."""
+    return yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
@@ -289,11 +328,11 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_params_yaml(path)
     except FileNotFoundError as exc:
         raise ParamsError(f"{path}: no such params file") from exc
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+        raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of stage sections, got {type(raw).__name__}")
     try:
@@ -310,7 +349,10 @@ def with_overrides(path: Path | str, overrides: dict[str, object]) -> Params:
         ParamsError: an override names no existing section, or the result is invalid.
     """
     path = Path(path)
-    raw = yaml.safe_load(path.read_text()) if path.exists() else None
+    try:
+        raw = read_params_yaml(path) if path.exists() else None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: no params to override")
     for key, value in overrides.items():

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mer_core.data.adapters import micro_frame_numbers
-from mer_core.data.faces import NoFaceError, face_ellipse_mask
-from mer_core.data.ingest import CropSettings, align_window
-from mer_core.data.video import FrameReadError, VideoReader, read_video_frames
+from mer_core.data.faces import CropSettings, NoFaceError, align_window, face_ellipse_mask
+from mer_core.data.video import FrameReadError, VideoReader, micro_frame_numbers, read_video_frames
 from mer_core.models.miacnet import MIACNet, build_miacnet
+from mer_core.training.checkpoint import CheckpointError, read_checkpoint
 
 _BATCH = 64
+FINAL_MODEL_KEYS = ("encoder", "variant", "classes", "img_size", "label_column", "state_dict")
 
 
 def load_final_model(path: Path) -> tuple[MIACNet, dict]:
@@ -32,9 +32,13 @@ def load_final_model(path: Path) -> tuple[MIACNet, dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist; run `dvc repro finetune` first")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_miacnet(state["encoder"], len(state["classes"]))
-    model.load_state_dict(state["state_dict"])
+    state = read_checkpoint(path, required=FINAL_MODEL_KEYS)
+    try:
+        model = build_miacnet(state["encoder"], len(state["classes"]), img_size=int(state["img_size"]))
+        model.load_state_dict(state["state_dict"])
+    except (ValueError, RuntimeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise CheckpointError(f"{path}: its weights do not fit a {state['encoder']} MIACNet ({first})") from None
     meta = {k: state[k] for k in ("classes", "encoder", "variant", "img_size", "label_column")}
     meta["subjects"] = state.get("subjects")  # dataset-qualified pseudonyms; None in older files
     return model.eval(), meta
@@ -67,6 +71,20 @@ class ClipPredictor:
     frames_per_clip: int
     crop: CropSettings
     predict: Callable[[np.ndarray], np.ndarray]  # aligned clips → (N, K) probabilities
+
+
+def mask_margin(face_margin: float, masked: bool) -> float | None:
+    """The face margin to mask clips with at prediction, as `anonymize` masked the training
+    clips (`anonymize.mask_outside_face`); None when it did not mask."""
+    return face_margin if masked else None
+
+
+def serving_config(crop: CropSettings, masked: bool) -> dict:
+    """What a registered model needs to align and mask a video as its training clips were:
+    its pyfunc `model_config`, read back by `predictor_from_pyfunc`."""
+    return {"mask_margin": mask_margin(crop.face_margin, masked), "crop_size": crop.crop_size,
+            "frames_per_clip": crop.frames_per_clip, "face_margin": crop.face_margin,
+            "min_face_px": crop.min_face_px, "stabilize": crop.stabilize}
 
 
 def predictor_from_file(path: Path, crop: CropSettings, mask_margin: float | None) -> ClipPredictor:
@@ -161,10 +179,10 @@ def predict_video(video: Path, predictor: ClipPredictor, *, window_s: float = 0.
                 scorer.add(window, frames)
     if given is not None:
         window = given_window(*given, predictor.frames_per_clip)
-        kept, _, _ = read_video_frames(video, window.numbers)
-        missing = sorted(set(window.numbers) - kept.keys())
-        if missing:
-            raise FrameReadError(f"{video}: frames {missing[:5]} are past the end of the video")
+        kept, decoded, _ = read_video_frames(video, window.numbers)
+        if set(window.numbers) - kept.keys():
+            raise FrameReadError(f"{video.name}: --offset {window.end} is past the end of the video, whose last "
+                                 f"frame is {decoded - 1}")
         scorer.add(window, [kept[n] for n in window.numbers])
     return scorer.finish(rate, window_s)
 
@@ -212,56 +230,3 @@ class _WindowScorer:
                  "probabilities": {c: round(float(v), 5) for c, v in zip(classes, p)},
                  "predicted": classes[int(np.argmax(p))]} for w, p in self.scored]
         return VideoPrediction(self.video_name, self.predictor.name, fps, classes, rows, self.rejected)
-
-
-def score_micro_clips(predict: Callable[[np.ndarray], np.ndarray], classes: list[str], clips_dir: Path,
-                      datasets: list[str], label_column: str,
-                      include_subject: Callable[[str], bool] = lambda subject: True) -> dict:
-    """UF1, UAR and accuracy of `predict` on the labelled micro clips of the processed
-    table (their apex sits at T // 2, as the model expects). Clips whose label the model
-    does not know, and clips of subjects (`dataset/pseudonym`) not included, are counted,
-    not scored."""
-    import pyarrow.parquet as pq
-
-    from mer_core.data.store import frames_to_numpy, shard_paths
-    from mer_core.evaluation.metrics import summarize
-
-    actual, predicted, unknown, skipped = [], [], 0, 0
-    for dataset in datasets:
-        for shard in shard_paths(Path(clips_dir) / dataset):
-            table = pq.read_table(shard, columns=["kind", "subject", label_column, "frames"])
-            labels = table.column(label_column).to_pylist()
-            subjects = [f"{dataset}/{s}" for s in table.column("subject").to_pylist()]
-            keep = [i for i, (kind, label) in enumerate(zip(table.column("kind").to_pylist(), labels))
-                    if kind == "micro" and label is not None]
-            skipped += sum(not include_subject(subjects[i]) for i in keep)
-            keep = [i for i in keep if include_subject(subjects[i])]
-            unknown += sum(labels[i] not in classes for i in keep)
-            keep = [i for i in keep if labels[i] in classes]
-            if not keep:
-                continue
-            frames = frames_to_numpy(table.take(keep).column("frames"))
-            for start in range(0, len(keep), _BATCH):
-                probabilities = predict(frames[start:start + _BATCH])
-                predicted += [classes[int(k)] for k in probabilities.argmax(axis=1)]
-            actual += [labels[i] for i in keep]
-    counts = {"clips_with_unknown_label": unknown, "clips_of_other_subjects": skipped}
-    if not actual:
-        return {"clips": 0, **counts}
-    return {**{k: round(v, 4) for k, v in summarize(actual, predicted).items()}, "clips": len(actual), **counts}
-
-
-def unseen_and_in_sample_scores(predict: Callable[[np.ndarray], np.ndarray], classes: list[str],
-                                trained_subjects: list[str] | None, clips_dir: Path, datasets: list[str],
-                                label_column: str) -> dict:
-    """A model's figures on the processed micro clips, split by whether it trained on the
-    subject: `unseen` is a generalization estimate, `in_sample` is not and says so.
-    Without a record of the training subjects everything is `subjects_unknown`."""
-    def score(include: Callable[[str], bool]) -> dict:
-        return score_micro_clips(predict, classes, clips_dir, datasets, label_column, include)
-
-    if trained_subjects is None:
-        return {"subjects_unknown": score(lambda subject: True)}
-    trained = frozenset(trained_subjects)
-    return {"unseen": score(lambda subject: subject not in trained),
-            "in_sample": score(lambda subject: subject in trained)}

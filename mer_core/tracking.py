@@ -8,11 +8,14 @@ appear as the pseudonyms of the processed data.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -24,16 +27,20 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
 from mer_core.config import Params, TrackingParams
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-PROCESSED_DATA = "data/processed"
 _BATCH = 900  # MLflow's log_batch takes at most 1000 metrics per call
 WEIGHTS_TAG = "model.weights"  # on each version: `weights_digest` of its final model
 
@@ -87,27 +94,16 @@ def git_state(root: Path) -> tuple[str, bool]:
     return commit, bool(changed)
 
 
-def data_version(root: Path) -> str:
-    """DVC's hash of the processed data (the `anonymize` stage's output in dvc.lock)."""
-    lock = root / "dvc.lock"
-    if lock.exists():
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-        for stage in stages.values():
-            for out in stage.get("outs", []):
-                if out.get("path") == PROCESSED_DATA and out.get("md5"):
-                    return out["md5"]
-    return "unversioned"
-
-
 def params_hash(params: Params) -> str:
     canonical = json.dumps(params.model_dump(mode="json", by_alias=True), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def provenance_tags(root: Path, stage: str, params: Params) -> dict[str, str]:
-    """The tags every run carries: code, data and params versions, and the DVC stage."""
+def provenance_tags(root: Path, stage: str, params: Params, data: str) -> dict[str, str]:
+    """The tags every run carries: code, data (`store.data_version`) and params versions,
+    and the DVC stage."""
     commit, dirty = git_state(root)
-    tags = {"git.commit": commit, "git.dirty": str(dirty).lower(), "data.version": data_version(root),
+    tags = {"git.commit": commit, "git.dirty": str(dirty).lower(), "data.version": data,
             "params.hash": params_hash(params), "dvc.stage": stage}
     if group := os.environ.get("MER_RUN_GROUP"):  # set by the Prefect flow: one id per pipeline run
         tags["mer.run_group"] = group
@@ -174,9 +170,11 @@ class TrackingSession:
         return run_id
 
 
-def open_session(tracking: TrackingParams, root: Path, stage: str, params: Params) -> TrackingSession:
+def open_session(tracking: TrackingParams, root: Path, stage: str, params: Params, data: str,
+                 extra_tags: dict[str, str] | None = None) -> TrackingSession:
     """Point MLflow at the configured store and experiment (created with a local
-    artifact folder when the store is the embedded sqlite one)."""
+    artifact folder when the store is the embedded sqlite one); `data` is the data
+    version every run of this stage is tagged with."""
     uri = resolve_tracking_uri(tracking, root)
     client = MlflowClient(uri, uri)
     experiment = client.get_experiment_by_name(tracking.experiment)
@@ -185,7 +183,8 @@ def open_session(tracking: TrackingParams, root: Path, stage: str, params: Param
         experiment_id = client.create_experiment(tracking.experiment, artifact_location=location)
     else:
         experiment_id = experiment.experiment_id
-    return TrackingSession(client, experiment_id, provenance_tags(root, stage, params), uri)
+    return TrackingSession(client, experiment_id, {**provenance_tags(root, stage, params, data), **(extra_tags or {})},
+                           uri)
 
 
 # --- what each stage logs -----------------------------------------------------------
@@ -308,12 +307,27 @@ def promotion_decision(candidate: Standing, champion: Standing | None, margin: f
     return CHALLENGER, f"UF1 {candidate.uf1:.4f} vs the champion's {champion.uf1:.4f}: {gain:+.4f} < margin {margin}"
 
 
+def _is(error: MlflowException, code: int) -> bool:
+    return error.error_code == ErrorCode.Name(code)
+
+
 def current_champion(client: MlflowClient, name: str) -> tuple[str | None, Standing | None]:
-    """(version, standing) of the model's `champion` alias, or (None, None)."""
+    """(version, standing) of the model's `champion` alias, or (None, None) when the model
+    is not registered yet or no version holds the alias.
+
+    Raises:
+        MlflowException: any other registry error (a locked database, an unreachable
+            server): the gate must not crown a new champion because it could not look.
+    """
     try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException as exc:
+        if _is(exc, RESOURCE_DOES_NOT_EXIST):
+            return None, None
+        raise
+    if CHAMPION not in aliases:
         return None, None
+    version = client.get_model_version(name, str(aliases[CHAMPION]))
     tags = version.tags
     return version.version, Standing(float(tags.get("uf1", "nan")), tags.get("protocol", ""),
                                      tags.get("data.version", ""))
@@ -383,8 +397,10 @@ def _version_with_weights(client: MlflowClient, name: str, digest: str, standing
     """The version of `name` registered with these weights and this standing, if any."""
     try:
         versions = client.search_model_versions(f"name = '{name}' and tags.`{WEIGHTS_TAG}` = '{digest}'")
-    except MlflowException:
-        return None  # a store that cannot filter by tag: register, as before
+    except MlflowException as exc:
+        if _is(exc, INVALID_PARAMETER_VALUE):
+            return None  # a store that cannot filter by tag: register, as before
+        raise
     for version in versions:
         tags = version.tags
         if tags.get("protocol") == standing.protocol and tags.get("data.version") == standing.data_version:
@@ -402,8 +418,9 @@ def _create_version(session: TrackingSession, name: str, model_uri: str, run_id:
     """A new READY version of `name` with the card as its description and the standing as tags."""
     try:
         session.client.create_registered_model(name, description="Micro-expression classifier (MIACNet).")
-    except MlflowException:
-        pass  # already registered
+    except MlflowException as exc:
+        if not _is(exc, RESOURCE_ALREADY_EXISTS):
+            raise
     version = session.client.create_model_version(
         name, model_uri, run_id=run_id, description=card,
         tags={**session.tags, "uf1": f"{standing.uf1:.6f}", "protocol": standing.protocol,
@@ -421,12 +438,19 @@ def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float 
 
 
 def load_registered_model(uri: str, tracking: TrackingParams, root: Path):
-    """A pyfunc model by URI (`models:/mer-micro@champion`, `runs:/...`) from the configured store."""
+    """A pyfunc model by URI (`models:/mer-micro@champion`, `runs:/...`) from the configured store.
+
+    Read-only: the model is copied into a private folder first (MLflow would otherwise
+    load it in place from a local artifact store and write its registry metadata there).
+    The copy lives until the process ends, since MLflow imports the model's code from it.
+    """
     store = resolve_tracking_uri(tracking, root)
+    copy = tempfile.mkdtemp(prefix="mer-model-")
+    atexit.register(shutil.rmtree, copy, ignore_errors=True)
     try:
         with fluent_store(store), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # MLflow's type-hint notice
-            return mlflow.pyfunc.load_model(uri)
+            return mlflow.pyfunc.load_model(uri, dst_path=copy)
     except MlflowException as exc:
         raise LookupError(f"cannot load model {uri} from {store}: {exc.message}") from None
 

@@ -30,32 +30,20 @@ TEST_KEY_HEX = "00112233445566778899aabbccddeeff" * 2
 def tiny_params(root: Path) -> dict:
     """The repo's params.yaml shrunk to seconds of work, with every path under `root`."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["paths"] = {key: str(root / value) for key, value in params["paths"].items()}
     synth = params["synthesize"]
-    synth.update(out_dir=str(root / "data/raw/synthetic"), image_size=128)
+    synth.update(image_size=128)
     synth["micro"].update(subjects=3, clips_per_subject=4, fps=50)
     synth["macro"].update(subjects=2, clips_per_subject=2, fps=15, duration_s={"low": 0.8, "high": 1.2})
     ingest = params["ingest"]
-    ingest.update(out_dir=str(root / "data/interim"), crop_size=64, frames_per_clip=4, windows_per_video=2,
-                  workers=1, rows_per_shard=8, row_group_size=4)
-    ingest["datasets"][0].update(root=str(root / "data/raw/synthetic/micro"), fps=50)
-    ingest["datasets"][1].update(root=str(root / "data/raw/synthetic/macro"))
-    params["anonymize"].update(in_dir=str(root / "data/interim"), out_dir=str(root / "data/processed"),
-                               report=str(root / "reports/anonymization.json"))
-    params["validate"].update(in_dir=str(root / "data/processed"), report=str(root / "reports/validation.json"),
-                              data_docs_dir=str(root / "reports/data_docs"), min_clips_per_class=1, min_clips_per_subject=1)
-    params["pretrain"].update(in_dir=str(root / "data/processed"), out_dir=str(root / "models/encoders"),
-                              checkpoint_dir=str(root / "models/checkpoints/pretrain"),
-                              report=str(root / "reports/pretrain.json"), epochs=2, batch_size=4)
-    params["finetune"].update(in_dir=str(root / "data/processed"), encoders_dir=str(root / "models/encoders"),
-                              checkpoint_dir=str(root / "models/checkpoints/finetune"),
-                              predictions=str(root / "reports/predictions.parquet"),
-                              final_model=str(root / "models/final.pt"), report=str(root / "reports/finetune.json"),
-                              epochs=3, seeds=[0, 1], workers=1)
-    params["evaluate"].update(predictions=str(root / "reports/predictions.parquet"),
-                              metrics=str(root / "reports/metrics.json"), ablation=str(root / "reports/ablation.json"),
-                              plots_dir=str(root / "reports/plots"))
+    ingest.update(crop_size=64, frames_per_clip=4, windows_per_video=2, workers=1, rows_per_shard=8, row_group_size=4)
+    for source in ingest["datasets"]:
+        source["root"] = str(root / source["root"])
+    ingest["datasets"][0].update(fps=50)
+    params["validate"].update(min_clips_per_class=1, min_clips_per_subject=1)
+    params["pretrain"].update(epochs=2, batch_size=4)
+    params["finetune"].update(epochs=3, seeds=[0, 1], workers=1)
     params["tracking"].update(uri=f"sqlite:///{root / 'mlflow.db'}", artifact_dir=str(root / "mlartifacts"))
-    params["register"].update(report=str(root / "reports/registry.json"))
     return params
 
 
@@ -76,11 +64,94 @@ def tiny_synthetic(tiny_config) -> Path:
     """The synthetic data set rendered once per session with the tiny profile."""
     from mer_core.data.synthetic import synthesize
 
-    synthesize(tiny_config.synthesize, workers=1)
-    return Path(tiny_config.synthesize.out_dir)
+    synthesize(tiny_config.synthesize, tiny_config.paths.synthetic, workers=1)
+    return tiny_config.paths.synthetic
 
 
 @pytest.fixture
 def pseudonym_key(monkeypatch):
     monkeypatch.setenv("MER_PSEUDONYM_KEY", TEST_KEY_HEX)
     return TEST_KEY_HEX
+
+
+# --- shared by the ingest, video and predict tests: a hostile corpus --------------------
+@pytest.fixture(scope="session")
+def corpus(tiny_synthetic, tiny_config, tmp_path_factory):
+    """The tiny synthetic set with bad files planted in its layouts (see tests/hostile.py)."""
+    from tests.hostile import build_corpus
+
+    return build_corpus(tiny_synthetic, tmp_path_factory.mktemp("hostile_corpus"), tmp_path_factory.mktemp("scratch"),
+                        tiny_config.ingest.frames_per_clip)
+
+
+@pytest.fixture(scope="session")
+def params_file(tiny_root, tmp_path_factory) -> Path:
+    """A params.yaml of the tiny profile (one ingest worker) for `mer` commands."""
+    raw = tiny_params(tiny_root)
+    raw["ingest"]["workers"] = 1
+    path = tmp_path_factory.mktemp("cli") / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def run_mer(*args: str):
+    """`mer <args>` in this process, through the real CLI."""
+    from typer.testing import CliRunner
+
+    from mer_core.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def exits_cleanly(result, code: int) -> None:
+    """The command ended with `code`, and with a message rather than a traceback."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+
+
+# --- shared by the tracking and predict tests: a tiny final model and a registry --------
+CLASSES = ["disgust", "happiness", "surprise"]
+FRAMES = 4
+
+
+def write_final_model(path: Path, seed: int, classes: list[str] = CLASSES) -> Path:
+    """A small but real MIACNet checkpoint in the format `finetune` writes."""
+    import torch
+
+    from mer_core.models.miacnet import build_miacnet
+
+    torch.manual_seed(seed)
+    model = build_miacnet("vit_mini_patch8_64", len(classes))
+    torch.save({"architecture": "miacnet", "encoder": "vit_mini_patch8_64", "variant": "ma2mi", "classes": classes,
+                "label_column": "label", "img_size": 64, "state_dict": model.state_dict()}, path)
+    return path
+
+
+def tiny_params_model(root: Path):
+    """`tiny_params(root)` as a validated Params."""
+    from mer_core.config import Params, apply_profile
+
+    return Params.model_validate(apply_profile(tiny_params(root), Path("tiny params")))
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """An empty sqlite registry with a local artifact folder, and a session on it."""
+    from mer_core.tracking import open_session
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = tiny_params_model(tmp_path)
+    return open_session(params.tracking, tmp_path, "register", params, "data-v1")
+
+
+def register_tiny(session, tmp_path: Path, uf1: float, seed: int = 0, protocol: str = "loso:label:synth",
+                  data_version: str = "data-v1"):
+    """Register a tiny final model of `seed` scored `uf1` through the real gate."""
+    from mer_core.tracking import Standing, register_model
+
+    model = write_final_model(tmp_path / f"final{seed}.pt", seed)
+    config = {"mask_margin": 0.15, "crop_size": 64, "frames_per_clip": FRAMES, "face_margin": 0.15,
+              "min_face_px": 48, "stabilize": True}
+    return register_model(session, "mer-test", model, Standing(uf1, protocol, data_version),
+                          {"uf1": uf1}, f"# card for seed {seed}\n", 0.01, FRAMES, config, [])

@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import re
 import secrets
-import shutil
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -30,14 +29,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mer_core import MerError
 from mer_core.data.faces import face_ellipse_mask
 from mer_core.data.store import (
     SOURCE_COLUMNS,
     frames_to_numpy,
     iter_row_groups,
-    replace_directory,
     shard_paths,
-    staging_dir,
+    staged_directory,
     write_row_groups,
     write_text_atomically,
 )
@@ -50,11 +49,11 @@ KEY_BYTES = 32
 KEY_FINGERPRINT_FILE = "_pseudonym_key.json"
 
 
-class PseudonymKeyError(RuntimeError):
+class PseudonymKeyError(MerError, RuntimeError):
     """The pseudonym key is unreadable, malformed, or stored where it could leak."""
 
 
-class LeakError(RuntimeError):
+class LeakError(MerError, RuntimeError):
     """Processed data still carries a raw identifier or a source path."""
 
 
@@ -88,9 +87,12 @@ def _parse_key(text: str, where: str) -> bytes:
 def load_key(env_var: str, key_file: Path, repo_root: Path | None = None) -> PseudonymKey:
     """The pseudonym key: `$env_var` (hex) if set, else `key_file`, created on first use.
 
+    `key_file` is resolved (symlinks, `~`) before it is checked against `repo_root` (the
+    repository: the params file's folder), wherever the command runs from.
+
     Raises:
-        PseudonymKeyError: the key is malformed or unreadable, or the key file lies inside the
-            repository (where it could be committed).
+        PseudonymKeyError: the key is malformed or unreadable, the key file lies inside the
+            repository (where it could be committed), or others may read it.
     """
     if os.environ.get(env_var):
         return PseudonymKey(_parse_key(os.environ[env_var], f"${env_var}"), "env")
@@ -106,7 +108,12 @@ def load_key(env_var: str, key_file: Path, repo_root: Path | None = None) -> Pse
         raise PseudonymKeyError(f"cannot read key file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise PseudonymKeyError(f"key file {path} is not a hex text key (binary content)") from None
-    return PseudonymKey(_parse_key(text, f"key file {path}"), "file")
+    secret = _parse_key(text, f"key file {path}")
+    if path.stat().st_mode & 0o077:
+        others = "others" if path.stat().st_mode & 0o007 else "its group"
+        raise PseudonymKeyError(f"key file {path} can be read by {others} (mode {path.stat().st_mode & 0o777:o}); "
+                                f"`chmod 600 {path}`, and consider the key seen")
+    return PseudonymKey(secret, "file")
 
 
 def _create_key_file(path: Path) -> bytes:
@@ -182,6 +189,10 @@ class AnonymizationReport:
     key_fingerprint: str = ""
     leak_scan: dict = field(default_factory=dict)
 
+    def describe(self) -> str:
+        return (f"anonymized {self.rows} rows of {self.subjects} subjects; leak scan: "
+                f"{len(self.leak_scan['findings'])} finding(s) in {self.leak_scan['values_scanned']} values")
+
 
 def _replace_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.set_column(table.schema.get_field_index(name), name, values)
@@ -204,8 +215,9 @@ def _identifier_pattern(tokens: set[str]) -> re.Pattern | None:
     if not tokens:
         return None
     alternatives = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
-    # Delimited matches only: a raw id "sub01" must not fire inside an unrelated word.
-    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])")
+    # Delimited matches only: a raw id "sub01" must not fire inside an unrelated word. Case
+    # does not hide an identity: "CAROL smiles" names the subject Carol.
+    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.IGNORECASE)
 
 
 def _string_values(column: pa.ChunkedArray) -> list[str]:
@@ -248,11 +260,16 @@ def scan_for_leaks(paths: list[Path], raw_tokens: set[str]) -> dict:
 
 
 def raw_identifiers(table: pa.Table) -> set[str]:
-    """Tokens that must not survive: raw subjects, source paths and their folder parts."""
-    tokens = set(table["subject"].to_pylist())
+    """Tokens that must not survive: raw subjects, source paths, and the folder names in
+    them that identify someone or something (those with a digit, like `sub01`, `EP02_01`,
+    `S005`, or a subject's own name). Layout and emotion folders (`micro`, `negative`,
+    `Micro_Expression/happiness`) identify nobody, and the labels repeat them by design."""
+    subjects = {s for s in table["subject"].to_pylist() if s}
+    tokens = set(subjects)
     for item in table["source_path"].to_pylist() if "source_path" in table.column_names else []:
         tokens.add(item)
-        tokens.update(part for part in Path(item.split(" window ")[0]).parts[:-1])
+        folders = Path(item.split(" window ")[0].split(" frames ")[0]).parts[:-1]
+        tokens.update(part for part in folders if any(c.isdigit() for c in part) or part in subjects)
     tokens.update(c.split("/", 1)[1] for c in table["clip_id"].to_pylist() if "/" in c)
     return {t for t in tokens if t and len(t) >= 2}
 
@@ -306,9 +323,8 @@ def anonymize(in_clips: Path, out_clips: Path, key: PseudonymKey, mask_outside_f
     check_same_key(out_clips, key)
     report = AnonymizationReport(masked_outside_face=mask_outside_face, key_source=key.source,
                                  key_fingerprint=key.fingerprint)
-    staged = staging_dir(out_clips)
-    jobs = [(path, staged / path.relative_to(in_clips), key, mask_outside_face, face_margin) for path in paths]
-    try:
+    with staged_directory(out_clips) as staged:
+        jobs = [(path, staged / path.relative_to(in_clips), key, mask_outside_face, face_margin) for path in paths]
         if workers > 1 and len(jobs) > 1:
             # Spawn, not fork: OpenCV's thread pool deadlocks in a forked child.
             with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -320,10 +336,6 @@ def anonymize(in_clips: Path, out_clips: Path, key: PseudonymKey, mask_outside_f
         if report.leak_scan["findings"]:
             raise LeakError(f"raw identifiers or paths found in processed data: {report.leak_scan['findings']}")
         _record_fingerprint(staged, key)
-        replace_directory(staged, out_clips)
-    finally:
-        if staged.exists():
-            shutil.rmtree(staged)
     report.rows = sum(o.rows for o in outcomes)
     report.subjects = len(set().union(*(o.subjects for o in outcomes)))
     report.datasets = dict(sorted(sum((o.datasets for o in outcomes), Counter()).items()))

@@ -9,14 +9,37 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from mer_core import MerError
+from mer_core.data.video import check_same_size
 
-class NoFaceError(ValueError):
+
+class NoFaceError(MerError, ValueError):
     """No face was found where one was expected."""
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """How a clip's frames become aligned face crops; ingest and `mer predict` share them."""
+
+    crop_size: int
+    frames_per_clip: int
+    window_stride: int
+    windows_per_video: int
+    face_margin: float
+    min_face_px: int
+    stabilize: bool = True
+
+    @classmethod
+    def from_params(cls, params) -> CropSettings:
+        """From the `ingest` section of params (an `IngestParams`)."""
+        return cls(params.crop_size, params.frames_per_clip, params.window_stride, params.windows_per_video,
+                   params.face_margin, params.min_face_px, params.stabilize)
 
 
 @dataclass(frozen=True)
@@ -142,3 +165,37 @@ def stabilize_clip(crops: np.ndarray, margin: float) -> np.ndarray:
         out[t] = cv2.warpAffine(crops[t], warp, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_REPLICATE)
     return out
+
+
+@lru_cache(maxsize=4)
+def _detector(min_face_px: int) -> FaceDetector:
+    return FaceDetector(min_face_px)
+
+
+def _detect(frames: list[np.ndarray], min_face_px: int) -> FaceBox:
+    """Face on the first frame (the onset), else on the middle one."""
+    detector = _detector(min_face_px)
+    try:
+        return detector.detect(frames[0])
+    except NoFaceError:
+        return detector.detect(frames[len(frames) // 2])
+
+
+def align_window(frames: list[np.ndarray], numbers: list[int], settings: CropSettings,
+                 where: str) -> tuple[FaceBox, np.ndarray]:
+    """Detect the face once, crop every frame around it and register the crops to the
+    first: BGR frames → (box, (T, S, S, 3) uint8 RGB). Ingest and `mer predict` share it.
+
+    Raises:
+        FrameReadError: the frames differ in size.
+        NoFaceError: no face on the onset or the middle frame; the message names them.
+    """
+    check_same_size(frames, [f"frame {n}" for n in numbers], where)
+    try:
+        box = _detect(frames, settings.min_face_px)
+    except NoFaceError:
+        raise NoFaceError(f"no face detected in frames {numbers[0]} or {numbers[len(numbers) // 2]}") from None
+    crops = np.stack([crop_face(f, box, settings.crop_size, settings.face_margin) for f in frames])
+    if settings.stabilize:
+        crops = stabilize_clip(crops, settings.face_margin)
+    return box, crops

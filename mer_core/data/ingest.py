@@ -14,8 +14,7 @@ import re
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -24,52 +23,29 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from mer_core.config import DatasetSource, IngestParams, ParamsError, validation_problems
-from mer_core.data.adapters import RawClip, macro_windows, read_dataset
-from mer_core.data.faces import (
-    FaceBox,
-    FaceDetector,
-    NoFaceError,
-    crop_face,
-    stabilize_clip,
-)
+from mer_core.data.adapters import read_dataset
+from mer_core.data.adapters.sheets import RawClip
+from mer_core.data.faces import CropSettings, FaceBox, NoFaceError, align_window
+from mer_core.data.labels import composite_label
 from mer_core.data.store import (
+    CLIPS_DIR,
+    REJECTED_FILE,
     Rejection,
     ShardWriter,
     clip_schema,
     read_rejected,
-    replace_directory,
-    staging_dir,
+    staged_directory,
     write_rejected,
 )
 from mer_core.data.video import (
     FrameReadError,
     VideoReader,
-    check_same_size,
     count_video_frames,
+    macro_windows,
     read_image_sequence,
 )
-from mer_core.evaluation.protocols import composite_label
 
 log = logging.getLogger(__name__)
-
-CLIPS_DIR = "clips"
-REJECTED_FILE = "rejected.parquet"
-
-
-@dataclass(frozen=True)
-class CropSettings:
-    crop_size: int
-    frames_per_clip: int
-    window_stride: int
-    windows_per_video: int
-    face_margin: float
-    min_face_px: int
-    stabilize: bool = True
-
-    @classmethod
-    def from_params(cls, params: IngestParams) -> CropSettings:
-        return cls(params.crop_size, params.frames_per_clip, params.window_stride, params.windows_per_video,
-                   params.face_margin, params.min_face_px, params.stabilize)
 
 
 @dataclass(frozen=True)
@@ -88,43 +64,9 @@ class ClipOutcome:
     frames_decoded: int = 0
 
 
-@lru_cache(maxsize=4)
-def _detector(min_face_px: int) -> FaceDetector:
-    return FaceDetector(min_face_px)
-
-
 def _init_worker() -> None:
     # One OpenCV thread per worker process: the pool already uses every core.
     cv2.setNumThreads(1)
-
-
-def _detect(frames: list[np.ndarray], min_face_px: int) -> FaceBox:
-    """Face on the first frame (the onset), else on the middle one."""
-    detector = _detector(min_face_px)
-    try:
-        return detector.detect(frames[0])
-    except NoFaceError:
-        return detector.detect(frames[len(frames) // 2])
-
-
-def align_window(frames: list[np.ndarray], numbers: list[int], settings: CropSettings,
-                 where: str) -> tuple[FaceBox, np.ndarray]:
-    """Detect the face once, crop every frame around it and register the crops to the
-    first: BGR frames → (box, (T, S, S, 3) uint8 RGB). Ingest and `mer predict` share it.
-
-    Raises:
-        FrameReadError: the frames differ in size.
-        NoFaceError: no face on the onset or the middle frame; the message names them.
-    """
-    check_same_size(frames, [f"frame {n}" for n in numbers], where)
-    try:
-        box = _detect(frames, settings.min_face_px)
-    except NoFaceError:
-        raise NoFaceError(f"no face detected in frames {numbers[0]} or {numbers[len(numbers) // 2]}") from None
-    crops = np.stack([crop_face(f, box, settings.crop_size, settings.face_margin) for f in frames])
-    if settings.stabilize:
-        crops = stabilize_clip(crops, settings.face_margin)
-    return box, crops
 
 
 def _align_into(outcome: ClipOutcome, job: ClipJob, where: str, numbers: list[int], frames: list[np.ndarray],
@@ -264,14 +206,23 @@ class DatasetSummary:
     def frames_per_second(self) -> float:
         return self.frames_decoded / self.seconds if self.seconds else 0.0
 
+    def as_report(self) -> dict:
+        """The summary as `reports/ingest.json` holds it, throughput included."""
+        return {**asdict(self), "frames_per_second": round(self.frames_per_second, 1)}
 
-def _ingest_dataset(source: DatasetSource, params: IngestParams, staged: Path, pool) -> tuple[DatasetSummary, list[Rejection]]:
+    def describe(self, name: str) -> str:
+        return (f"{name}: {self.clips_listed} clips listed, {self.rows} rows, {self.rejected} rejected, "
+                f"{self.frames_per_second:.0f} frames/s")
+
+
+def _ingest_dataset(source: DatasetSource, params: IngestParams, clips_dir: Path, pool
+                    ) -> tuple[DatasetSummary, list[Rejection]]:
     start = time.perf_counter()
     listing = read_dataset(source.adapter, source.name, source.root, annotation=source.annotation,
                            fps=source.fps, frames_per_clip=params.frames_per_clip, labels=source.labels)
     rejections = list(listing.rejections)
     summary = DatasetSummary(clips_listed=len(listing.clips))
-    writer = ShardWriter(staged / source.name, clip_schema(params.frames_per_clip, params.crop_size),
+    writer = ShardWriter(clips_dir / source.name, clip_schema(params.frames_per_clip, params.crop_size),
                          params.rows_per_shard, params.row_group_size)
     settings = CropSettings.from_params(params)
     jobs = [ClipJob(source.name, source.adapter, source.kind, clip, settings) for clip in listing.clips]
@@ -298,34 +249,65 @@ def _without_root(rejection: Rejection, root: Path) -> Rejection:
     return replace(rejection, reason=reason)
 
 
-def ingest(params: IngestParams, sources: list[DatasetSource] | None = None) -> dict[str, DatasetSummary]:
+def ingest(params: IngestParams, out_dir: Path, sources: list[DatasetSource] | None = None,
+           keep_other_datasets: bool = False) -> dict[str, DatasetSummary]:
     """Ingest every data set into `out_dir/clips/<name>/` and `out_dir/rejected.parquet`.
 
-    The clips folder is built beside the old one and swapped in at the end, so an
-    interrupted run leaves the previous output intact; what a killed run left behind is
-    cleared by the next one.
+    The whole of `out_dir` is built beside the old one and swapped in at the end, so an
+    interrupted run (killed, or a full disk) leaves the previous output intact, clips and
+    rejected table together; what a killed run left behind is cleared by the next one.
+
+    Args:
+        keep_other_datasets: carry over the clips and rejections of data sets already in
+            `out_dir` that `sources` does not name (an ad-hoc ingest adds, never deletes).
     """
     sources = params.datasets if sources is None else sources
-    out_dir = Path(params.out_dir)
-    staged = staging_dir(out_dir / CLIPS_DIR)
+    if not sources:
+        raise ParamsError("no data sets to ingest: ingest.datasets is empty")
+    out_dir = Path(out_dir)
     summaries, rejections = {}, []
-    try:
+    with staged_directory(out_dir) as staged:
+        if keep_other_datasets:
+            rejections += _carry_over(out_dir, staged, {s.name for s in sources})
         # Spawn, not fork: OpenCV's thread pool deadlocks in a forked child.
         pool = ProcessPoolExecutor(params.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker) if params.workers > 1 else None
         try:
             for source in sources:
-                summaries[source.name], rejected = _ingest_dataset(source, params, staged, pool)
+                summaries[source.name], rejected = _ingest_dataset(source, params, staged / CLIPS_DIR, pool)
                 rejections.extend(rejected)
         finally:
             if pool:
                 pool.shutdown()
-        write_rejected(rejections, out_dir / REJECTED_FILE)
-        replace_directory(staged, out_dir / CLIPS_DIR)
-    finally:
-        if staged.exists():
-            shutil.rmtree(staged)
+        write_rejected(rejections, staged / REJECTED_FILE)
     return summaries
+
+
+def _carry_over(out_dir: Path, staged: Path, replaced: set[str]) -> list[Rejection]:
+    """Link the clips of every data set in `out_dir` but `replaced` into `staged`; their rejections."""
+    clips = out_dir / CLIPS_DIR
+    for folder in sorted(clips.iterdir()) if clips.is_dir() else []:
+        if folder.is_dir() and folder.name not in replaced:
+            shutil.copytree(folder, staged / CLIPS_DIR / folder.name, copy_function=os.link)
+    previous = out_dir / REJECTED_FILE
+    return [r for r in read_rejected(previous) if r.dataset not in replaced] if previous.exists() else []
+
+
+def check_ingest_output(output: Path) -> None:
+    """Refuse an ad-hoc `--output` that holds anything but an earlier ingest's output:
+    the output folder is replaced whole, and nothing else in it may be lost.
+
+    Raises:
+        ParamsError: `output` is a file, or a folder with other contents.
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ParamsError(f"--output {output} is a file, not a folder")
+    others = sorted(p.name for p in output.iterdir() if p.name not in {CLIPS_DIR, REJECTED_FILE}) \
+        if output.is_dir() else []
+    if others:
+        raise ParamsError(f"--output {output} holds other files ({', '.join(others[:5])}); give a new or empty "
+                          "folder, or the output of an earlier `mer ingest --adapter` to add to it")
 
 
 def folder_source(adapter: str, root: Path, kind: str = "macro") -> DatasetSource:
@@ -336,8 +318,10 @@ def folder_source(adapter: str, root: Path, kind: str = "macro") -> DatasetSourc
         ParamsError: the adapter or kind is unknown.
     """
     root = Path(root)
-    if not root.is_dir():
+    if not root.exists():
         raise FileNotFoundError(f"source folder {root} does not exist")
+    if not root.is_dir():
+        raise FileNotFoundError(f"source {root} is a file, not a folder")
     name = re.sub(r"[^a-z0-9_]+", "_", root.resolve().name.lower()).strip("_") or "folder"
     try:
         return DatasetSource(name=name, adapter=adapter, root=root, kind=kind)
@@ -349,8 +333,14 @@ def folder_source(adapter: str, root: Path, kind: str = "macro") -> DatasetSourc
 def ingest_folder(source: DatasetSource, output: Path, settings: IngestParams | None = None
                   ) -> tuple[DatasetSummary, list[Rejection]]:
     """Ingest one data set into `output/clips/<name>/` and `output/rejected.parquet` with the
-    crop settings of `settings` (the defaults if None); returns its summary and rejections."""
+    crop settings of `settings` (the defaults if None), keeping the other data sets an
+    earlier run put there; returns its summary and its rejections.
+
+    Raises:
+        ParamsError: `output` holds anything but an earlier ingest's output.
+    """
+    check_ingest_output(output)
     settings = settings or IngestParams(datasets=[source])
-    params = settings.model_copy(update={"datasets": [source], "out_dir": Path(output)})
-    summary = ingest(params)[source.name]
-    return summary, read_rejected(Path(output) / REJECTED_FILE)
+    summary = ingest(settings.model_copy(update={"datasets": [source]}), Path(output),
+                     keep_other_datasets=True)[source.name]
+    return summary, [r for r in read_rejected(Path(output) / REJECTED_FILE) if r.dataset == source.name]

@@ -7,17 +7,26 @@ larger than memory streams through training one row group at a time.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from mer_core import MerError
+
+# A stage's data folder holds `clips/<dataset>/part-*.parquet` and, after ingest, the
+# rejected table beside them.
+CLIPS_DIR = "clips"
+REJECTED_FILE = "rejected.parquet"
 
 # Columns that may identify a person or a machine; `anonymize` drops or rewrites them.
 SOURCE_COLUMNS = ("source_path",)
@@ -58,6 +67,16 @@ def frames_type(frames: int, size: int, channels: int = 3) -> pa.FixedShapeTenso
 def clip_schema(frames: int, size: int, channels: int = 3, *, with_source: bool = True) -> pa.Schema:
     columns = [c for c in _METADATA_COLUMNS if with_source or c[0] not in SOURCE_COLUMNS]
     return pa.schema(columns + [("frames", frames_type(frames, size, channels))])
+
+
+class StoreWriteError(MerError, OSError):
+    """An output could not be written (a full disk, a read-only folder); the previous
+    version, if any, is still in place. The message names the file and the cause."""
+
+
+def cannot_write(final: Path, exc: OSError) -> StoreWriteError:
+    cause = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    return StoreWriteError(f"cannot write {final}: {cause}; the previous version, if any, is unchanged")
 
 
 @dataclass
@@ -131,10 +150,17 @@ def write_atomically(final: Path, write) -> None:
 
     A failure inside `write` removes the temporary file and leaves `final` as it was.
     """
-    tmp = atomic_path(final)
+    try:
+        tmp = atomic_path(final)
+    except OSError as exc:
+        raise cannot_write(final, exc) from exc
     try:
         write(tmp)
         os.replace(tmp, final)
+    except MerError:
+        raise
+    except OSError as exc:
+        raise cannot_write(final, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -258,9 +284,8 @@ def read_rejected(path: Path) -> list[Rejection]:
     return [Rejection(**row) for row in pq.read_table(path, schema=REJECTED_SCHEMA).to_pylist()]
 
 
-def staging_dir(final: Path) -> Path:
-    """An empty temporary sibling folder of `final`, to be swapped in by `replace_directory`."""
-    final = Path(final)
+def _staging_dir(final: Path) -> Path:
+    """An empty temporary sibling folder of `final`, named so a killed writer's is recognised."""
     final.parent.mkdir(parents=True, exist_ok=True)
     clear_interrupted_write(final)
     staged = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent))
@@ -268,9 +293,8 @@ def staging_dir(final: Path) -> Path:
     return staged
 
 
-def replace_directory(staged: Path, final: Path) -> None:
+def _replace_directory(staged: Path, final: Path) -> None:
     """Swap a fully written folder onto `final`; the old one is removed only afterwards."""
-    final = Path(final)
     old = None
     if final.exists():
         old = final.with_name(f"{_temp_prefix(final)}old.tmp")
@@ -278,3 +302,40 @@ def replace_directory(staged: Path, final: Path) -> None:
     os.replace(staged, final)
     if old is not None:
         shutil.rmtree(old)
+
+
+@contextmanager
+def staged_directory(final: Path) -> Iterator[Path]:
+    """Build a folder beside `final` and swap it into place when the block ends without error.
+
+    The previous `final` stays intact until the swap; an error in the block removes the
+    staged folder, and what a killed writer left behind is cleared by the next one.
+    """
+    final = Path(final)
+    try:
+        staged = _staging_dir(final)
+    except OSError as exc:
+        raise cannot_write(final, exc) from exc
+    try:
+        yield staged
+        _replace_directory(staged, final)
+    except MerError:
+        raise
+    except OSError as exc:
+        raise cannot_write(final, exc) from exc
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged)
+
+
+def data_version(clips_dirs: Path | Iterable[Path]) -> str:
+    """Content hash of the Parquet shards under `clips_dirs`: the one data version that
+    checkpoints and the promotion gate compare, so training on other data never resumes a
+    checkpoint and scores on other data are never ranked against each other."""
+    dirs = [clips_dirs] if isinstance(clips_dirs, str | Path) else list(clips_dirs)
+    digest = hashlib.sha256()
+    for directory in dirs:
+        for path in shard_paths(Path(directory)):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

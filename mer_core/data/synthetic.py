@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from mer_core.config import Nuisance, Range, SynthesizeParams
-from mer_core.data.store import write_atomically
+from mer_core.data.store import staged_directory, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -457,10 +457,10 @@ MACRO_MANIFEST_NAME = "manifest.csv"
 
 def _write_micro_subject(args) -> list[list]:
     """Render one micro subject's clips as `subXX/EPxx_yy/imgN.jpg`; return its sheet rows."""
-    subject_no, seed, params = args
+    subject_no, seed, params, out_dir = args
     rng = np.random.default_rng(seed)
     renderer = FaceRenderer(sample_identity(rng), params.image_size)
-    root = Path(params.out_dir) / "micro"
+    root = Path(out_dir) / "micro"
     rows = []
     for clip_no in range(params.micro.clips_per_subject):
         spec = plan_micro_clip(rng, params)
@@ -486,10 +486,10 @@ def _imwrite(path: Path, frame: np.ndarray, flags: list[int]) -> None:
 
 def _write_macro_subject(args) -> list[dict]:
     """Render one macro subject's clips as video files; return its manifest rows."""
-    subject_name, seed, params = args
+    subject_name, seed, params, out_dir = args
     rng = np.random.default_rng(seed)
     renderer = FaceRenderer(sample_identity(rng), params.image_size)
-    videos = Path(params.out_dir) / "macro" / "videos"
+    videos = Path(out_dir) / "macro" / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     rows = []
     for clip_no in range(params.macro.clips_per_subject):
@@ -560,8 +560,8 @@ def _write_manifest(path: Path, rows: list[dict]) -> None:
     write_atomically(path, write)
 
 
-def synthesize(params: SynthesizeParams, workers: int = 1) -> dict:
-    """Write the synthetic macro (videos + manifest) and micro (CASME II layout) sets.
+def synthesize(params: SynthesizeParams, out_dir: Path, workers: int = 1) -> dict:
+    """Write the synthetic macro (videos + manifest) and micro (CASME II layout) sets under `out_dir`.
 
     Identities, clips and nuisances all derive from `params.seed`, subject by subject,
     so the output does not depend on `workers`. Macro and micro identities are drawn
@@ -570,18 +570,20 @@ def synthesize(params: SynthesizeParams, workers: int = 1) -> dict:
     Returns:
         Counts of subjects, clips and frames per set.
     """
-    out = Path(params.out_dir)
     micro_seeds = np.random.SeedSequence([params.seed, 1]).spawn(params.micro.subjects)
     macro_seeds = np.random.SeedSequence([params.seed, 2]).spawn(params.macro.subjects)
-    micro_jobs = [(k + 1, s, params) for k, s in enumerate(micro_seeds)]
-    macro_jobs = [(f"actor{k + 1:03d}", s, params) for k, s in enumerate(macro_seeds)]
-    # Spawn, not fork: OpenCV's thread pool deadlocks in a forked child.
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=spawn) if workers > 1 else _Serial() as pool:
-        micro_rows = [row for rows in pool.map(_write_micro_subject, micro_jobs) for row in rows]
-        macro_rows = [row for rows in pool.map(_write_macro_subject, macro_jobs) for row in rows]
-    _write_micro_sheet(out / "micro" / MICRO_SHEET_NAME, micro_rows)
-    _write_manifest(out / "macro" / MACRO_MANIFEST_NAME, macro_rows)
+    # The whole set is rendered beside the old one and swapped in: a killed run leaves the
+    # previous set as it was, and a smaller set leaves no stale subjects behind.
+    with staged_directory(Path(out_dir)) as out:
+        micro_jobs = [(k + 1, s, params, out) for k, s in enumerate(micro_seeds)]
+        macro_jobs = [(f"actor{k + 1:03d}", s, params, out) for k, s in enumerate(macro_seeds)]
+        # Spawn, not fork: OpenCV's thread pool deadlocks in a forked child.
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=spawn) if workers > 1 else _Serial() as pool:
+            micro_rows = [row for rows in pool.map(_write_micro_subject, micro_jobs) for row in rows]
+            macro_rows = [row for rows in pool.map(_write_macro_subject, macro_jobs) for row in rows]
+        _write_micro_sheet(out / "micro" / MICRO_SHEET_NAME, micro_rows)
+        _write_manifest(out / "macro" / MACRO_MANIFEST_NAME, macro_rows)
     return {
         "micro": {"subjects": params.micro.subjects, "clips": len(micro_rows),
                   "labels": _count(r[-1] for r in micro_rows)},

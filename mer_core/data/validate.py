@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,22 +27,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from mer_core.config import ValidateParams
+from mer_core.config import DatasetSource, ValidateParams
+from mer_core.data.labels import COMPOSITE_CLASSES, allowed_labels
 from mer_core.data.store import (
     SOURCE_COLUMNS,
     clip_schema,
     frames_to_numpy,
     iter_row_groups,
-    replace_directory,
     shard_paths,
-    staging_dir,
+    staged_directory,
     write_text_atomically,
 )
 
 log = logging.getLogger(__name__)
 
 KINDS = ("macro", "micro")
-COMPOSITE_CLASSES = ("negative", "positive", "surprise")
 # Pseudonyms written by `anonymize`: a raw subject id here means anonymisation was skipped.
 SUBJECT_PATTERN = r"^s-[0-9a-f]+$"
 # Scalar metadata carried into the per-clip frame; list columns become derived counts.
@@ -94,13 +92,21 @@ def _describe_failure(check: dict) -> str:
     return f"{head}: observed {check.get('observed')}"
 
 
+def dataset_labels(datasets: list[DatasetSource]) -> dict[str, set[str]]:
+    """Data set name → the native labels it may carry, for the data sets whose labels are not free-form."""
+    labels = {d.name: allowed_labels(d.adapter, d.labels) for d in datasets}
+    return {name: set(allowed) for name, allowed in labels.items() if allowed is not None}
+
+
 def validate_clips(clips_dir: Path, params: ValidateParams, allowed_labels: dict[str, set[str]],
+                   data_docs: Path | None = None,
                    frame_shape: tuple[int, int, int, int] | None = None) -> ValidationResult:
     """Run the validation suite over the processed clip table under `clips_dir`.
 
     Args:
         clips_dir: folder of processed Parquet shards.
-        params: thresholds, and where to build data docs (skipped when None).
+        params: thresholds.
+        data_docs: where to render GX data docs (only when `params.data_docs`).
         allowed_labels: data set name -> native labels it may carry; a data set missing
             here has free-form labels.
         frame_shape: expected (T, H, W, C) of `frames`; the first shard's when None.
@@ -126,8 +132,8 @@ def validate_clips(clips_dir: Path, params: ValidateParams, allowed_labels: dict
         ("counts", counts, count_expectations(params), ["grouping", "group"]),
     ):
         checks += run_expectations(context, batch, frame, expectations, index_columns)
-    if params.data_docs_dir is not None:
-        build_data_docs(context, Path(params.data_docs_dir).resolve())  # GX wants an absolute path
+    if params.data_docs and data_docs is not None:
+        build_data_docs(context, Path(data_docs).resolve())  # GX wants an absolute path
     return ValidationResult(success=all(c["success"] for c in checks), checks=checks, rows=len(clips))
 
 
@@ -440,16 +446,11 @@ def build_data_docs(context, final: Path) -> None:
 
     The HTML links its styles and scripts from CDNs, so offline it opens unstyled.
     """
-    staged = staging_dir(final)
-    try:
+    with staged_directory(final) as staged:
         context.add_data_docs_site("mer", {
             "class_name": "SiteBuilder",
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(staged)},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         })
         context.build_data_docs(site_names=["mer"])
-        replace_directory(staged, final)
-    finally:
-        if staged.exists():
-            shutil.rmtree(staged)
     log.info("data docs in %s", final / "index.html")

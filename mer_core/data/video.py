@@ -1,4 +1,5 @@
-"""Reading frames from disk: video files streamed with OpenCV, numbered image sequences.
+"""Frames: which to sample from a clip, and reading them from disk (video files streamed
+with OpenCV, numbered image sequences).
 
 Every reader returns 8-bit BGR frames whatever the source holds (grey, BGRA, 16-bit),
 and raises `FrameReadError` naming the file and the problem instead of returning None.
@@ -15,11 +16,46 @@ from typing import Self
 import cv2
 import numpy as np
 
+from mer_core import MerError
+
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mov", ".mkv", ".wmv", ".mpg", ".mpeg", ".m4v", ".webm", ".flv"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
 
-class FrameReadError(OSError):
+# --------------------------------------------------------------------------- sampling
+def micro_frame_numbers(onset: int, apex: int, offset: int, count: int) -> list[int]:
+    """`count` frame numbers: onset→apex at even steps (apex at index count // 2), then apex→offset."""
+    rise = count // 2 + 1
+    numbers = [onset + (apex - onset) * k / (rise - 1) for k in range(rise)]
+    fall = count - rise
+    numbers += [apex + (offset - apex) * k / fall for k in range(1, fall + 1)]
+    return [round(n) for n in numbers]
+
+
+def macro_windows(n_frames: int, count: int, stride: int, windows: int,
+                  onset: int | None = None, offset: int | None = None) -> list[list[int]]:
+    """Up to `windows` runs of `count` frames `stride` apart, spread over the expression.
+
+    With onset/offset known the windows cover [onset, offset] (where the motion is),
+    else the whole video. Short videos shrink the stride, then give fewer windows.
+    """
+    lo = 0 if onset is None else max(0, min(onset, n_frames - 1))
+    hi = n_frames - 1 if offset is None else max(lo, min(offset, n_frames - 1))
+    while stride > 1 and (count - 1) * stride + 1 > n_frames:
+        stride -= 1
+    span = (count - 1) * stride + 1
+    if span > n_frames:
+        return []
+    # Keep every window inside the video even when the labelled range is shorter than a window.
+    first = min(lo, n_frames - span)
+    last = max(first, min(hi - span + 1, n_frames - span))
+    n = min(windows, last - first + 1)
+    starts = sorted({round(first + (last - first) * k / max(n - 1, 1)) for k in range(n)})
+    return [[s + k * stride for k in range(count)] for s in starts]
+
+
+# --------------------------------------------------------------------------- reading
+class FrameReadError(MerError, OSError):
     """A video or image could not be decoded; the message names the file."""
 
 

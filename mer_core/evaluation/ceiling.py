@@ -14,6 +14,7 @@ import re
 from collections import Counter
 
 from mer_core.data.training_sets import MicroClips
+from mer_core.evaluation.predictions import prediction_row
 from mer_core.evaluation.protocols import leave_one_subject_out
 
 ORACLE_VARIANT = "au_oracle"
@@ -37,7 +38,7 @@ def predict_from_action_units(train_sets: list[frozenset[int]], train_labels: li
 
 
 def au_oracle_predictions(clips: MicroClips) -> list[dict]:
-    """Prediction rows (as `finetune.run_loso` writes them) of the AU oracle under LOSO."""
+    """Prediction rows (`report.prediction_row`) of the AU oracle under LOSO."""
     sets = [parse_action_units(code) for code in clips.action_units]
     labels = [clips.classes[int(i)] for i in clips.labels]
     rows = []
@@ -45,8 +46,6 @@ def au_oracle_predictions(clips: MicroClips) -> list[dict]:
         train_sets, train_labels = [sets[i] for i in train], [labels[i] for i in train]
         for i in test:
             predicted = predict_from_action_units(train_sets, train_labels, sets[i])
-            rows.append({"clip_id": clips.clip_ids[i], "dataset": clips.datasets[i], "subject": clips.subjects[i],
-                         "fold": fold, "label": labels[i], "predicted": predicted,
-                         "probabilities": [float(c == predicted) for c in clips.classes],
-                         "predicted_per_epoch": [predicted], "variant": ORACLE_VARIANT, "seed": 0})
+            rows.append(prediction_row(clips, i, fold, [float(c == predicted) for c in clips.classes], [predicted],
+                                       ORACLE_VARIANT, 0))
     return rows

@@ -13,38 +13,11 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+from mer_core.data.labels import composite_label
 from mer_core.evaluation.ceiling import ORACLE_VARIANT
 from mer_core.evaluation.metrics import confusion_matrix, per_class_scores, summarize
 
-PREDICTION_SCHEMA = pa.schema([
-    ("variant", pa.string()),
-    ("seed", pa.int32()),
-    ("fold", pa.int32()),
-    ("clip_id", pa.string()),
-    ("dataset", pa.string()),
-    ("subject", pa.string()),
-    ("label", pa.string()),
-    ("predicted", pa.string()),
-    ("probabilities", pa.list_(pa.float32())),
-    ("predicted_per_epoch", pa.list_(pa.string())),
-])
-
 PROTOCOL = "leave-one-subject-out; last epoch of every fold; no choice made on the held-out subject"
-
-
-def predictions_table(rows: list[dict], classes: list[str]) -> pa.Table:
-    """The prediction rows as a table; `probabilities` follow the order in the `classes` metadata."""
-    table = pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
-    return table.replace_schema_metadata({"classes": ",".join(classes)})
-
-
-def read_predictions(path: Path) -> list[dict]:
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no predictions at {path}; run the finetune stage first")
-    return pq.read_table(path).to_pylist()
 
 
 def _by_seed(rows: list[dict], variant: str) -> dict[int, list[dict]]:
@@ -129,6 +102,45 @@ def ablation_report(rows: list[dict], variants: list[str]) -> dict:
             "uf1": round(ceiling["uf1"], 4), "uar": round(ceiling["uar"], 4),
             "method": "AU oracle: majority class of the true action-unit set among training subjects, same LOSO folds"},
     }
+
+
+def evaluation_reports(rows: list[dict], variant: str, ablation: list[str], adapters: dict[str, str]
+                       ) -> tuple[dict, dict]:
+    """(`metrics.json`, `ablation.json`) of the LOSO predictions; `adapters` maps each data
+    set to its adapter, which says how its labels map onto the MEGC composite."""
+    def composite(dataset: str, label: str | None) -> str | None:
+        return composite_label(adapters[dataset], label)
+
+    return metrics_report(rows, variant, composite), ablation_report(rows, ablation)
+
+
+def write_confusion(rows: list[dict], variant: str, plots_dir: Path, title: str) -> list[Path]:
+    """`confusion.csv` (DVC's confusion template) and `confusion.png` (for people and
+    MLflow) of the variant's first seed, under `plots_dir`; returns both paths."""
+    import csv
+    import io
+
+    from mer_core.data.store import write_text_atomically
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["actual", "predicted"])
+    writer.writeheader()
+    writer.writerows(confusion_rows(rows, variant))
+    table, picture = Path(plots_dir) / "confusion.csv", Path(plots_dir) / "confusion.png"
+    write_text_atomically(table, buffer.getvalue())
+    write_confusion_png(picture, confusion_summary(rows, variant), title)
+    return [table, picture]
+
+
+def describe_evaluation(metrics: dict, ablation: dict) -> str:
+    """The shipped variant's figures, then one line per ablation row and the ceiling."""
+    lines = [f"{metrics['variant']}: UF1 {metrics['uf1']:.3f} ± {metrics['uf1_std']:.3f}, "
+             f"UAR {metrics['uar']:.3f} ± {metrics['uar_std']:.3f}, accuracy {metrics['accuracy']:.3f}"]
+    for variant, entry in ablation["variants"].items():
+        lines.append(f"  {variant:12s} UF1 {entry['uf1']:.3f} ± {entry['uf1_std']:.3f}  UAR {entry['uar']:.3f}")
+    if ablation["ceiling"]:
+        lines.append(f"  ceiling      UF1 {ablation['ceiling']['uf1']:.3f} (AU oracle)")
+    return "\n".join(lines)
 
 
 def confusion_rows(rows: list[dict], variant: str) -> list[dict]:

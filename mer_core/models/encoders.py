@@ -11,12 +11,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from mer_core import MerError
 from mer_core.models.registry import register_model
 
 
 class Encoder(nn.Module):
     """Interface: `forward_features` → tokens (B, N, D); `forward_head` → (B, D)."""
 
+    img_size: int  # the image side it was built for (`create_model(name, img_size=...)`)
     embed_dim: int
     num_tokens: int
 
@@ -47,13 +49,20 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class InputSizeError(MerError, ValueError):
+    """An encoder cannot take images of the requested side."""
+
+
 class VisionTransformer(Encoder):
     """A small ViT without a class token: the spatial tokens are the features."""
 
     def __init__(self, img_size: int = 64, patch: int = 8, in_chans: int = 3, dim: int = 192, depth: int = 4,
                  heads: int = 3, dropout: float = 0.0):
         super().__init__()
-        self.embed_dim, self.num_tokens = dim, (img_size // patch) ** 2
+        if img_size % patch:
+            raise InputSizeError(f"a ViT with {patch}-px patches needs an image side divisible by {patch}, "
+                                 f"got {img_size}")
+        self.img_size, self.embed_dim, self.num_tokens = img_size, dim, (img_size // patch) ** 2
         self.patch_embed = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -72,13 +81,17 @@ class ConvEncoder(Encoder):
     def __init__(self, img_size: int = 64, in_chans: int = 3, widths: tuple[int, ...] = (32, 64, 128, 192),
                  first_stride: int = 1):
         super().__init__()
+        reduction = first_stride * 2 ** (len(widths) - 1)
+        if img_size % reduction:
+            raise InputSizeError(f"this CNN downsamples by {reduction} and needs an image side divisible by "
+                                 f"{reduction}, got {img_size}")
         layers, prev = [], in_chans
         for i, width in enumerate(widths):
             layers.append(_ResidualStage(prev, width, stride=first_stride if i == 0 else 2))
             prev = width
         self.stages = nn.Sequential(*layers)
-        self.embed_dim = widths[-1]
-        side = img_size // (first_stride * 2 ** (len(widths) - 1))
+        self.img_size, self.embed_dim = img_size, widths[-1]
+        side = img_size // reduction
         self.num_tokens = side * side
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, self.embed_dim))
         self.norm = nn.LayerNorm(self.embed_dim)

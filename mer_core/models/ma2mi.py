@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mer_core.models.encoders import Block, Encoder, frame_difference, normalize_frames
+from mer_core.models.encoders import Block, Encoder, InputSizeError, frame_difference, normalize_frames
 
 TARGET_DOWNSCALE = 4
 
@@ -47,6 +47,10 @@ class MA2MI(nn.Module):
         side = int(round(tokens ** 0.5))
         self.grid = side
         self.target_size = img_size // TARGET_DOWNSCALE
+        if img_size % TARGET_DOWNSCALE or self.target_size % side:
+            raise InputSizeError(f"MA2MI reconstructs a {TARGET_DOWNSCALE}x-downscaled target on the encoder's "
+                                 f"{side}x{side} token grid: the image side {img_size} must be a multiple of "
+                                 f"{TARGET_DOWNSCALE * side}")
         self.patch = self.target_size // side  # target pixels per token side
         self.to_code = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, code_dim))
         self.from_code = nn.Linear(code_dim, dim)

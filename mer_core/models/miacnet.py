@@ -74,19 +74,22 @@ class MIACNet(nn.Module):
     def encoder_parameters(self) -> list[nn.Parameter]:
         return [*self.position_encoder.parameters(), *self.action_encoder.parameters()]
 
-    def head_parameters(self) -> list[nn.Parameter]:
+    def named_head_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Everything but the two encoders: what trains over frozen encoders."""
         encoder_ids = {id(p) for p in self.encoder_parameters()}
-        return [p for p in self.parameters() if id(p) not in encoder_ids]
+        return [(n, p) for n, p in self.named_parameters() if id(p) not in encoder_ids]
 
 
 def build_miacnet(encoder_name: str, num_classes: int, encoder_state: dict | None = None,
-                  dropout: float = 0.2) -> MIACNet:
-    """MIACNet over two `encoder_name` encoders, initialised from a pre-training state if given.
+                  dropout: float = 0.2, img_size: int = 64) -> MIACNet:
+    """MIACNet over two `encoder_name` encoders for `img_size` crops, initialised from a
+    pre-training state if given.
 
     `encoder_state` holds `position` and `action` state dicts (see `pretrain`); None
     means from scratch.
     """
-    position, action = create_model(encoder_name), create_model(encoder_name)
+    position = create_model(encoder_name, img_size=img_size)
+    action = create_model(encoder_name, img_size=img_size)
     if encoder_state is not None:
         position.load_state_dict(encoder_state["position"])
         action.load_state_dict(encoder_state["action"])

@@ -1,21 +1,22 @@
-"""The training engine shared by pre-training and fine-tuning: device, precision,
-seeding, one epoch with a non-finite guard, and checkpoints that survive a kill."""
+"""The training engine shared by pre-training and fine-tuning, shaped like MAE's
+`engine_pretrain.py`: device and precision, seeding, the optimizer, one epoch with a
+non-finite guard, and evaluation. Checkpoint files live in `checkpoint.py`."""
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from mer_core import MerError
 
-class NonFiniteLossError(RuntimeError):
+
+class NonFiniteLossError(MerError, RuntimeError):
     """The loss became NaN or infinite; training stops instead of corrupting weights."""
 
 
@@ -46,6 +47,26 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+# Parameters that weight decay would pull towards zero for no benefit: a position
+# embedding is a learned table, not a filter (nanoGPT and MAE leave norms, biases and
+# position embeddings undecayed).
+NO_DECAY_NAMES = ("pos_embed",)
+
+
+def configure_optimizers(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], lr: float,
+                         weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and filters only, none on norms, biases and
+    position embeddings (nanoGPT's `configure_optimizers`). Frozen parameters are left out."""
+    decay, no_decay = [], []
+    for name, parameter in named_parameters:
+        if not parameter.requires_grad:
+            continue
+        undecayed = parameter.dim() < 2 or any(part in name.split(".") for part in NO_DECAY_NAMES)
+        (no_decay if undecayed else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
 def train_one_epoch(loss_of_batch: Callable[[object], torch.Tensor], batches: Iterable, optimizer: torch.optim.Optimizer,
@@ -98,27 +119,13 @@ def set_lr(optimizer: torch.optim.Optimizer, scale: float) -> None:
         group["lr"] = group.setdefault("base_lr", group["lr"]) * scale
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write `state` with torch.save to a temporary file, then rename: a kill never
-    leaves a truncated checkpoint behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
-    """The checkpoint at `path` if it was written by a run with the same `fingerprint`.
-
-    A checkpoint of other params (or a missing one) means start over, never a resume
-    that mixes two configurations.
-    """
-    path = Path(path)
-    if not path.exists():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return state if state.get("fingerprint") == fingerprint else None
+@torch.no_grad()
+def evaluate(logits_of_batch: Callable[[object], torch.Tensor], batches: Iterable, device: torch.device
+             ) -> torch.Tensor:
+    """Class probabilities (N, K) on the CPU, float32, over `batches` in order; the caller
+    puts its modules in eval mode."""
+    parts = []
+    for batch in batches:
+        with autocast(device):
+            parts.append(torch.softmax(logits_of_batch(batch).float(), dim=-1).cpu())
+    return torch.cat(parts)

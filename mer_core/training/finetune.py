@@ -21,14 +21,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mer_core.config import FinetuneParams
-from mer_core.data.ingest import CLIPS_DIR
+from mer_core.config import FinetuneParams, PathsParams
+from mer_core.data.store import CLIPS_DIR, data_version
 from mer_core.data.training_sets import MicroClips, load_micro_clips
 from mer_core.evaluation.ceiling import au_oracle_predictions
+from mer_core.evaluation.predictions import prediction_row
 from mer_core.evaluation.protocols import leave_one_subject_out
 from mer_core.models.miacnet import BranchTokens, MIACNet, build_miacnet
 from mer_core.training import engine
-from mer_core.training.pretrain import data_fingerprint, load_encoder
+from mer_core.training.checkpoint import load_checkpoint, load_encoder, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class FoldSetup:
     """Everything a fold's training needs besides the data: fixed per (variant, seed)."""
 
     encoder_name: str
+    img_size: int
     encoder_state: dict | None  # None: from scratch
     epochs: int
     batch_size: int
@@ -48,7 +50,8 @@ class FoldSetup:
     device: torch.device
 
     def build(self, num_classes: int) -> MIACNet:
-        return build_miacnet(self.encoder_name, num_classes, self.encoder_state, self.dropout).to(self.device)
+        return build_miacnet(self.encoder_name, num_classes, self.encoder_state, self.dropout,
+                             img_size=self.img_size).to(self.device)
 
     def with_fixed_encoders(self, num_classes: int) -> "FoldSetup":
         """Scratch draws its random encoders once (from the current seed), so every fold
@@ -92,8 +95,8 @@ def train_miacnet(setup: FoldSetup, clips: MicroClips, train: list[int], generat
     num_classes = len(clips.classes)
     model = setup.build(num_classes)
     frozen = tokens is not None
-    params = model.head_parameters() if frozen else list(model.parameters())
-    optimizer = torch.optim.AdamW(params, lr=setup.lr, weight_decay=setup.weight_decay)
+    trained = model.named_head_parameters() if frozen else model.named_parameters()
+    optimizer = engine.configure_optimizers(trained, setup.lr, setup.weight_decay)
     train_idx = torch.tensor(train)
     weights = class_weights(clips.labels[train_idx], num_classes).to(setup.device)
     per_epoch, losses = [], []
@@ -115,17 +118,12 @@ def train_miacnet(setup: FoldSetup, clips: MicroClips, train: list[int], generat
             model.position_encoder.eval(), model.action_encoder.eval()
         losses.append(engine.train_one_epoch(loss_of_batch, batches, optimizer, setup.device)["loss"])
         if evaluate_on:
-            per_epoch.append(predict_proba(model, logits_of, evaluate_on))
+            model.eval()
+            per_epoch.append(engine.evaluate(logits_of, [torch.tensor(evaluate_on)], setup.device))
     return model, per_epoch, losses
 
 
-@torch.no_grad()
-def predict_proba(model: MIACNet, logits_of, rows: list[int]) -> torch.Tensor:
-    model.eval()
-    return torch.softmax(logits_of(torch.tensor(rows)).float(), dim=-1).cpu()
-
-
-def run_loso(setup: FoldSetup, clips: MicroClips, seed: int) -> tuple[list[dict], list[dict], float]:
+def run_loso(setup: FoldSetup, clips: MicroClips, variant: str, seed: int) -> tuple[list[dict], list[dict], float]:
     """Every LOSO fold of one (variant, seed): a row per held-out clip, a summary per fold
     (held-out subject, clip count, training loss per epoch), and the seconds taken.
 
@@ -143,24 +141,34 @@ def run_loso(setup: FoldSetup, clips: MicroClips, seed: int) -> tuple[list[dict]
         _, per_epoch, losses = train_miacnet(setup, clips, train, generator, tokens, evaluate_on=test)
         folds.append({"fold": fold, "held_out": held_out, "clips": len(test),
                       "train_loss": [round(v, 5) for v in losses]})
-        final = per_epoch[-1]
         for j, i in enumerate(test):
-            rows.append({"clip_id": clips.clip_ids[i], "dataset": clips.datasets[i], "subject": clips.subjects[i],
-                         "fold": fold,
-                         "label": clips.classes[int(clips.labels[i])],
-                         "predicted": clips.classes[int(final[j].argmax())],
-                         "probabilities": final[j].tolist(),
-                         "predicted_per_epoch": [clips.classes[int(p[j].argmax())] for p in per_epoch]})
+            rows.append(prediction_row(clips, i, fold, per_epoch[-1][j].tolist(),
+                                       [clips.classes[int(p[j].argmax())] for p in per_epoch], variant, seed))
     return rows, folds, time.perf_counter() - started
 
 
-def fold_setup(params: FinetuneParams, variant: str, encoder_name: str, device: torch.device) -> FoldSetup:
+@dataclass(frozen=True)
+class FinetuneFiles:
+    """Where fine-tuning reads and writes (from `paths` in params)."""
+
+    clips: Path  # the processed clip table: clips/<dataset>/
+    encoders: Path  # pre-trained <variant>.pt
+    checkpoints: Path  # one finished LOSO run per (variant, seed)
+    final_model: Path
+
+    @classmethod
+    def from_paths(cls, paths: PathsParams) -> FinetuneFiles:
+        return cls(paths.processed / CLIPS_DIR, paths.encoders, paths.checkpoints / "finetune", paths.final_model)
+
+
+def fold_setup(params: FinetuneParams, variant: str, encoder_name: str, img_size: int, encoders: Path,
+               device: torch.device) -> FoldSetup:
     """The fold settings of one variant; scratch gets the pre-trained variants' architecture."""
-    state = None if variant == "scratch" else load_encoder(Path(params.encoders_dir) / f"{variant}.pt")
+    state = None if variant == "scratch" else load_encoder(Path(encoders) / f"{variant}.pt")
     if state is not None and state["encoder"] != encoder_name:
         raise ValueError(f"encoder {variant}.pt is a {state['encoder']}, params ask for {encoder_name}; "
                          "re-run pretrain")
-    return FoldSetup(encoder_name=encoder_name, encoder_state=state, epochs=params.epochs,
+    return FoldSetup(encoder_name=encoder_name, img_size=img_size, encoder_state=state, epochs=params.epochs,
                      batch_size=params.batch_size, lr=params.lr, weight_decay=params.weight_decay,
                      dropout=params.dropout, freeze_encoders=params.freeze_encoders, device=device)
 
@@ -168,6 +176,7 @@ def fold_setup(params: FinetuneParams, variant: str, encoder_name: str, device: 
 @dataclass(frozen=True)
 class LosoJob:
     params: FinetuneParams
+    files: FinetuneFiles
     variant: str
     seed: int
     encoder_name: str
@@ -175,13 +184,20 @@ class LosoJob:
     threads: int
 
 
-def _job_fingerprint(job: LosoJob, data_version: str) -> str:
-    keys = job.params.model_dump(mode="json", include={"label_column", "epochs", "batch_size", "lr", "weight_decay",
-                                                       "dropout", "freeze_encoders"})
-    encoder = Path(job.params.encoders_dir) / f"{job.variant}.pt"
+# Settings that never change what a LOSO run computes: where files go, which variants
+# and seeds the stage runs (each job is one of them), and how it is parallelised.
+FINGERPRINT_EXCLUDES = frozenset({"variant", "ablation", "seeds", "device", "workers"})
+
+
+def _job_fingerprint(job: LosoJob, data: str) -> str:
+    """What a finished run's checkpoint must match to be reused: every finetune setting
+    except `FINGERPRINT_EXCLUDES` (so a new setting invalidates it by default), the job,
+    the encoder file and the data."""
+    keys = job.params.model_dump(mode="json", exclude=set(FINGERPRINT_EXCLUDES))
+    encoder = job.files.encoders / f"{job.variant}.pt"
     encoder_version = hashlib.sha256(encoder.read_bytes()).hexdigest()[:16] if job.variant != "scratch" else ""
     payload = {**keys, "variant": job.variant, "seed": job.seed, "encoder": job.encoder_name,
-               "encoder_version": encoder_version, "data": data_version, "datasets": job.datasets}
+               "encoder_version": encoder_version, "data": data, "datasets": job.datasets}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -189,19 +205,18 @@ def run_loso_job(job: LosoJob) -> dict:
     """One (variant, seed) LOSO run in its own process; its rows are checkpointed, so a
     restarted stage skips every run that already finished."""
     torch.set_num_threads(job.threads)
-    p = job.params
-    clips = load_micro_clips(Path(p.in_dir) / CLIPS_DIR, list(job.datasets), p.label_column)
-    checkpoint = Path(p.checkpoint_dir) / f"{job.variant}-seed{job.seed}.pt"
-    print_ = _job_fingerprint(job, data_fingerprint([Path(p.in_dir) / CLIPS_DIR / d for d in job.datasets]))
-    if (done := engine.load_checkpoint(checkpoint, print_)) is not None:
+    p, files = job.params, job.files
+    clips = load_micro_clips(files.clips, list(job.datasets), p.label_column)
+    checkpoint = files.checkpoints / f"{job.variant}-seed{job.seed}.pt"
+    print_ = _job_fingerprint(job, data_version([files.clips / d for d in job.datasets]))
+    if (done := load_checkpoint(checkpoint, print_)) is not None:
         log.info("%s seed %d: already done, reusing %s", job.variant, job.seed, checkpoint)
         return done["result"]
-    setup = fold_setup(p, job.variant, job.encoder_name, engine.select_device(p.device))
-    rows, folds, seconds = run_loso(setup, clips, job.seed)
-    for row in rows:
-        row.update(variant=job.variant, seed=job.seed)
+    setup = fold_setup(p, job.variant, job.encoder_name, int(clips.onset.shape[1]), files.encoders,
+                       engine.select_device(p.device))
+    rows, folds, seconds = run_loso(setup, clips, job.variant, job.seed)
     result = {"rows": rows, "folds": folds, "seconds": round(seconds, 1), "classes": clips.classes}
-    engine.save_checkpoint(checkpoint, {"fingerprint": print_, "result": result})
+    save_checkpoint(checkpoint, {"fingerprint": print_, "result": result})
     log.info("%s seed %d: %d folds in %.0f s", job.variant, job.seed, rows[-1]["fold"] + 1 if rows else 0, seconds)
     return result
 
@@ -211,14 +226,16 @@ def _quiet_worker() -> None:
     logging.basicConfig(level=logging.WARNING)
 
 
-def run_finetuning(params: FinetuneParams, datasets: list[str], encoder_name: str) -> tuple[list[dict], dict]:
+def run_finetuning(params: FinetuneParams, files: FinetuneFiles, datasets: list[str], encoder_name: str
+                   ) -> tuple[list[dict], dict]:
     """LOSO for every (variant, seed) of the ablation plus the AU-oracle ceiling, then the
     final model on all subjects. Returns the prediction rows and the report."""
     variants = list(dict.fromkeys([params.variant, *params.ablation]))
     device = engine.select_device(params.device)
     workers = 1 if device.type == "cuda" else params.workers
     threads = max(1, (os.cpu_count() or 1) // workers)
-    jobs = [LosoJob(params, v, seed, encoder_name, tuple(datasets), threads) for v in variants for seed in params.seeds]
+    jobs = [LosoJob(params, files, v, seed, encoder_name, tuple(datasets), threads)
+            for v in variants for seed in params.seeds]
     if workers == 1:
         results = [run_loso_job(job) for job in jobs]
     else:
@@ -229,30 +246,33 @@ def run_finetuning(params: FinetuneParams, datasets: list[str], encoder_name: st
                          jobs[done - 1].seed)
                 results.append(result)
     rows = [row for result in results for row in result["rows"]]
-    clips = load_micro_clips(Path(params.in_dir) / CLIPS_DIR, datasets, params.label_column)
+    clips = load_micro_clips(files.clips, datasets, params.label_column)
     rows += au_oracle_predictions(clips)
     report = {"device": str(device), "variants": variants, "seeds": params.seeds, "classes": clips.classes,
               "clips": len(clips), "subjects": len(set(clips.subjects)),
               "seconds": {f"{j.variant}/seed{j.seed}": r["seconds"] for j, r in zip(jobs, results)},
               # Checkpoints from before fold summaries were kept have none: an empty list.
               "folds": {f"{j.variant}/seed{j.seed}": r.get("folds", []) for j, r in zip(jobs, results)}}
-    report["final_model"] = train_final_model(params, clips, encoder_name, device)
+    report["final_model"] = train_final_model(params, clips, encoder_name, files, device)
     return rows, report
 
 
-def train_final_model(params: FinetuneParams, clips: MicroClips, encoder_name: str, device: torch.device) -> dict:
+def train_final_model(params: FinetuneParams, clips: MicroClips, encoder_name: str, files: FinetuneFiles,
+                      device: torch.device) -> dict:
     """MIACNet of `params.variant` on every subject, saved with what inference needs."""
     generator = engine.seed_everything(params.seeds[0])
-    setup = fold_setup(params, params.variant, encoder_name, device).with_fixed_encoders(len(clips.classes))
+    img_size = int(clips.onset.shape[1])
+    setup = fold_setup(params, params.variant, encoder_name, img_size, files.encoders, device)
+    setup = setup.with_fixed_encoders(len(clips.classes))
     tokens = encode_clips(setup.build(len(clips.classes)), clips) if setup.freeze_encoders else None
     started = time.perf_counter()
     model, _, losses = train_miacnet(setup, clips, list(range(len(clips))), generator, tokens)
     seconds = time.perf_counter() - started
-    engine.save_checkpoint(Path(params.final_model), {
+    save_checkpoint(files.final_model, {
         "architecture": "miacnet", "encoder": encoder_name, "variant": params.variant, "classes": clips.classes,
-        "label_column": params.label_column, "img_size": int(clips.onset.shape[1]),
+        "label_column": params.label_column, "img_size": img_size,
         # Pseudonyms only: lets a later evaluation tell unseen subjects from training ones.
         "subjects": sorted(set(clips.subjects)),
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
-    return {"path": str(params.final_model), "variant": params.variant, "clips": len(clips),
+    return {"path": str(files.final_model), "variant": params.variant, "clips": len(clips),
             "seconds": round(seconds, 1), "train_loss": [round(v, 5) for v in losses]}

@@ -21,14 +21,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from mer_core.config import PretrainParams
-from mer_core.data.store import shard_paths
+from mer_core.config import ParamsError, PretrainParams
+from mer_core.data.store import data_version
 from mer_core.data.training_sets import MacroClipStream
 from mer_core.models.contrawarp import ContraWarping
-from mer_core.models.encoders import normalize_frames
+from mer_core.models.encoders import InputSizeError, normalize_frames
 from mer_core.models.ma2mi import MA2MI, sample_frame_pairs
 from mer_core.models.registry import create_model
 from mer_core.training import engine
+from mer_core.training.checkpoint import load_checkpoint, save_checkpoint, save_encoder
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ class Pretrainer(torch.nn.Module):
     def __init__(self, variant: str, params: PretrainParams, img_size: int):
         super().__init__()
         self.variant = variant
-        position, action = create_model(params.encoder), create_model(params.encoder)
+        position = create_model(params.encoder, img_size=img_size)
+        action = create_model(params.encoder, img_size=img_size)
         self.ma2mi = MA2MI(position, action, img_size) if variant in ("ma2mi", "both") else None
         self.contrastive = None
         if variant in ("contrastive", "both"):
@@ -66,6 +68,20 @@ class Pretrainer(torch.nn.Module):
                 "action": copy.deepcopy(self.action.state_dict())}
 
 
+def check_input_size(params: PretrainParams, img_size: int) -> None:
+    """Build what every variant builds, for `img_size` crops, before any data is read.
+
+    Raises:
+        ParamsError: the encoder (or MA2MI's target grid on it) cannot take that size;
+            the message names both keys.
+    """
+    try:
+        Pretrainer("both", params, img_size)
+    except InputSizeError as exc:
+        raise ParamsError(f"pretrain.encoder {params.encoder} cannot read ingest.crop_size {img_size}-px crops: "
+                          f"{exc}") from None
+
+
 @dataclass
 class PretrainResult:
     variant: str
@@ -80,17 +96,18 @@ class PretrainResult:
     resumed_from_epoch: int
 
 
-def fingerprint(params: PretrainParams, variant: str, data_version: str) -> str:
+def fingerprint(params: PretrainParams, variant: str, data: str) -> str:
     """What a checkpoint must match to be resumed: every setting that changes training, and the data."""
-    keys = params.model_dump(mode="json", exclude={"out_dir", "checkpoint_dir", "report", "variants", "device",
-                                                   "loader_workers"})
-    payload = {**keys, "variant": variant, "data": data_version}
+    keys = params.model_dump(mode="json", exclude={"variants", "device", "loader_workers"})
+    payload = {**keys, "variant": variant, "data": data}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path], img_size: int,
-                     data_version: str, stop_after_epoch: int | None = None) -> tuple[dict, PretrainResult]:
-    """Train one variant, resuming from its checkpoint; returns the encoder state and a summary.
+                     data: str, checkpoint_dir: Path, stop_after_epoch: int | None = None
+                     ) -> tuple[dict, PretrainResult]:
+    """Train one variant, resuming from its checkpoint in `checkpoint_dir`; returns the
+    encoder state and a summary.
 
     Args:
         stop_after_epoch: end early after this epoch (tests use it to simulate a kill).
@@ -99,11 +116,11 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
     generator = engine.seed_everything(params.seed)
     stream = MacroClipStream(clips_dirs, seed=params.seed)
     model = Pretrainer(variant, params, img_size).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    checkpoint_path = Path(params.checkpoint_dir) / f"{variant}.pt"
-    print_ = fingerprint(params, variant, data_version)
+    optimizer = engine.configure_optimizers(model.named_parameters(), params.lr, params.weight_decay)
+    checkpoint_path = Path(checkpoint_dir) / f"{variant}.pt"
+    print_ = fingerprint(params, variant, data)
     start_epoch, history = 0, []
-    if (state := engine.load_checkpoint(checkpoint_path, print_)) is not None:
+    if (state := load_checkpoint(checkpoint_path, print_)) is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -135,7 +152,7 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
                         "data_wait_s": round(stats["data_wait_s"], 3),
                         **{k: round(sum(v) / len(v), 5) for k, v in parts.items()}})
         log.info("%s epoch %d/%d %s", variant, epoch + 1, params.epochs, history[-1])
-        engine.save_checkpoint(checkpoint_path, {"fingerprint": print_, "epoch": epoch, "model": model.state_dict(),
+        save_checkpoint(checkpoint_path, {"fingerprint": print_, "epoch": epoch, "model": model.state_dict(),
                                                  "optimizer": optimizer.state_dict(),
                                                  "generator": generator.get_state(), "history": history})
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
@@ -150,38 +167,29 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
     return model.encoder_state(), result
 
 
-def save_encoder(path: Path, state: dict, encoder: str, variant: str) -> None:
-    engine.save_checkpoint(path, {"encoder": encoder, "variant": variant, **state})
-
-
-def load_encoder(path: Path) -> dict:
-    """The `{"encoder", "variant", "position", "action"}` state written by `save_encoder`."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no pre-trained encoder at {path}; run the pretrain stage first")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def data_fingerprint(clips_dirs: list[Path]) -> str:
-    """Content hash of the Parquet shards, so a checkpoint of other data is never resumed."""
-    digest = hashlib.sha256()
-    for directory in clips_dirs:
-        for path in shard_paths(Path(directory)):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def run_pretraining(params: PretrainParams, clips_dirs: list[Path], img_size: int) -> dict:
+def run_pretraining(params: PretrainParams, clips_dirs: list[Path], img_size: int, out_dir: Path,
+                    checkpoint_dir: Path) -> dict:
     """Train every variant in `params.variants`, save each encoder to `out_dir/<variant>.pt`.
 
     Returns:
         The report: device, encoder, and per variant its summary and loss history.
     """
-    data_version = data_fingerprint(clips_dirs)
+    data = data_version(clips_dirs)
     report = {"device": str(engine.select_device(params.device)), "encoder": params.encoder,
-              "data_fingerprint": data_version, "variants": {}}
+              "data_fingerprint": data, "variants": {}}
     for variant in params.variants:
-        state, result = pretrain_variant(params, variant, clips_dirs, img_size, data_version)
-        save_encoder(Path(params.out_dir) / f"{variant}.pt", state, params.encoder, variant)
+        state, result = pretrain_variant(params, variant, clips_dirs, img_size, data, checkpoint_dir)
+        save_encoder(Path(out_dir) / f"{variant}.pt", state, params.encoder, variant)
         report["variants"][variant] = asdict(result)
     return report
+
+
+def describe(report: dict) -> str:
+    """One line per variant of a `run_pretraining` report: epochs, throughput, data wait, final loss."""
+    lines = []
+    for variant, result in report["variants"].items():
+        last = result["history"][-1]
+        lines.append(f"{variant}: {result['epochs']} epochs on {result['clips']} clips in {result['seconds']} s "
+                     f"({result['clips_per_second']} clips/s, {100 * result['data_wait_fraction']:.1f} % waiting "
+                     f"for data), final loss {last['loss']:.3f}")
+    return "\n".join(lines)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mer_core.data.adapters import (
+from mer_core.data.adapters.sheets import (
     AdapterResult,
     CodingSheet,
     in_subject_folders,
     read_coding_sheet,
     subject_number,
 )
-from mer_core.evaluation.protocols import CASME2_LABELS
+from mer_core.data.labels import CASME2_LABELS
 
 DEFAULT_FPS = 200.0
 SHEET = CodingSheet(

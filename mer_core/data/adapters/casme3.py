@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from mer_core.data.adapters import (
+from mer_core.data.adapters.sheets import (
     AdapterResult,
     CodingSheet,
     child_ignoring_case,
     folder_name,
     read_coding_sheet,
 )
-from mer_core.evaluation.protocols import CASME3_LABELS
+from mer_core.data.labels import CASME3_LABELS
 
 DEFAULT_FPS = 30.0
 COLOUR_FOLDER = "color"

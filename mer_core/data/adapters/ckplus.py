@@ -16,16 +16,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mer_core.data.adapters import (
+from mer_core.data.adapters.sheets import (
     AdapterResult,
     AnnotationError,
     RawClip,
-    macro_windows,
     numbered_images,
     require_allowed,
+    resolve_inside,
 )
+from mer_core.data.labels import CKPLUS_CODES
 from mer_core.data.store import Rejection
-from mer_core.evaluation.protocols import CKPLUS_CODES
+from mer_core.data.video import macro_windows
 
 DEFAULT_FPS = 30.0
 IMAGES_FOLDER = "cohn-kanade-images"
@@ -76,10 +77,11 @@ def _parse_sequence(root: Path, folder: Path, emotions: Path, fps: float, frames
                     allowed: frozenset[str]) -> RawClip:
     """One sequence folder as a RawClip; ValueError saying what is wrong otherwise."""
     item = f"{folder.parent.name}/{folder.name}"
+    resolve_inside(root, folder, f"sequence {item}")
     label = emotion_label(emotions / item, root)
     if label is not None:
         require_allowed(label, allowed)
-    images = numbered_images(folder)
+    images = numbered_images(folder, root, item)
     numbers = sorted(images)
     window = peak_window(len(numbers), frames_per_clip)
     if not window:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mer_core.data.adapters import (
+from mer_core.data.adapters.sheets import (
     AdapterResult,
     CodingSheet,
     child_ignoring_case,
@@ -21,7 +21,7 @@ from mer_core.data.adapters import (
     read_coding_sheet,
     required_text,
 )
-from mer_core.evaluation.protocols import MMEW_LABELS
+from mer_core.data.labels import MMEW_LABELS
 
 DEFAULT_FPS = 90.0
 CLIPS_FOLDER = "Micro_Expression"

@@ -17,17 +17,18 @@ import os
 import re
 from pathlib import Path
 
-from mer_core.data.adapters import (
+from mer_core.data.adapters.sheets import (
     NUMBERED_IMAGE,
     AdapterResult,
     AnnotationError,
     RawClip,
-    micro_frame_numbers,
     numbered_images,
     require_allowed,
+    resolve_inside,
 )
+from mer_core.data.labels import SMIC_LABELS
 from mer_core.data.store import Rejection
-from mer_core.evaluation.protocols import SMIC_LABELS
+from mer_core.data.video import micro_frame_numbers
 
 SUBSET_FPS = {"HS": 100.0, "VIS": 25.0, "NIR": 25.0}
 MICRO_FOLDER = "micro"
@@ -56,11 +57,16 @@ def subset_fps(root: Path, fps: float | None) -> float:
 
 
 def clip_folders(root: Path) -> list[Path]:
-    """Folders under a `micro` folder that hold numbered images or carry a clip name."""
+    """Folders under a `micro` folder that hold numbered images or carry a clip name.
+
+    Symlinked folders are listed but not entered: parsing them refuses what links out."""
     found = []
-    for folder, _, files in os.walk(root):
+    for folder, subfolders, files in os.walk(root):  # followlinks=False
         path = Path(folder)
         parts = [p.lower() for p in path.relative_to(root).parts]
+        linked = [path / d for d in subfolders if (path / d).is_symlink()]
+        if MICRO_FOLDER in parts:
+            found += [d for d in linked if CLIP_NAME.match(d.name)]
         if MICRO_FOLDER not in parts[:-1]:
             continue
         if CLIP_NAME.match(path.name) or any(NUMBERED_IMAGE.search(f) for f in files):
@@ -95,7 +101,8 @@ def _parse_clip(root: Path, folder: Path, fps: float, frames_per_clip: int, allo
         raise ValueError(f"folder name {folder.name!r} is not a SMIC clip name s<subject>_<ne|po|sur>_<nn>")
     label = _label(relative, match.group(2), allowed)
     subject = _subject(relative, match.group(1))
-    images = numbered_images(folder)
+    resolve_inside(root, folder, f"clip folder {relative.as_posix()}")
+    images = numbered_images(folder, root, relative.as_posix())
     if not images:
         raise ValueError(f"clip folder {relative.as_posix()} holds no numbered images")
     numbers = sorted(images)

@@ -136,7 +136,11 @@ def test_register_stage_fills_the_registry_with_a_carded_champion(repo):
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     version = client.get_model_version_by_alias("mer-micro", "champion")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    assert version.tags["git.commit"] == commit and version.tags["data.version"].endswith(".dir")
+    from mer_core.data.store import data_version
+
+    assert version.tags["git.commit"] == commit and version.tags["dvc.data_md5"].endswith(".dir")
+    # One data version: the content of the micro clips the LOSO figures were measured on.
+    assert version.tags["data.version"] == data_version([repo / "data/processed/clips/synth_micro"])
     assert "## Ethics and consent" in version.description and "## Ablation" in version.description
     runs = client.search_runs([client.get_experiment_by_name("mer").experiment_id], max_results=1000)
     names = {r.info.run_name for r in runs}
@@ -149,6 +153,38 @@ def test_register_stage_fills_the_registry_with_a_carded_champion(repo):
     assert len(client.get_metric_history(fold.info.run_id, "train_loss")) == 3  # one per epoch
     artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
     assert {"metrics.json", "ablation.json", "confusion.png", "validation.json"} <= artifacts
+
+
+def test_a_stage_killed_under_dvc_keeps_its_previous_outputs(repo):
+    """DVC deletes an output before its stage runs unless it is persisted: SIGKILL in the
+    middle of `dvc repro -f ingest` must leave the previous clips and report, and a leftover
+    that DVC neither hashes nor trips over."""
+    import signal
+    import time
+
+    def snapshot() -> dict[str, bytes]:
+        files = [*(repo / "data/interim").rglob("*"), repo / "reports/ingest.json"]
+        return {str(f.relative_to(repo)): f.read_bytes() for f in sorted(files) if f.is_file()}
+
+    before = snapshot()
+    env = {**os.environ, "MER_PSEUDONYM_KEY": TEST_KEY_HEX, "MER_LOG_LEVEL": "WARNING",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    child = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-s", "-f", "ingest"], cwd=repo, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((repo / "data").glob(".interim.*.tmp/clips/*/*.parquet")) and time.monotonic() < deadline:
+        assert child.poll() is None, "ingest ended before it could be killed"
+        time.sleep(0.02)
+    os.killpg(child.pid, signal.SIGKILL)  # dvc and the `mer ingest` it started
+    child.wait(timeout=30)
+    assert list((repo / "data").glob(".interim.*.tmp")), "killed while writing its new output"
+    assert snapshot() == before, "the previous clips and report survive the kill"
+    _run([sys.executable, "-m", "dvc", "checkout", "ingest"], repo)  # no leftover in the way
+    status = _run([sys.executable, "-m", "dvc", "status", "ingest"], repo).stdout
+    assert "changed outs" not in status
+    _run([sys.executable, "-m", "dvc", "repro", "-s", "-f", "ingest"], repo)
+    assert not list((repo / "data").glob(".*.tmp")), "the next run cleared the killed run's leftovers"
+    assert snapshot().keys() == before.keys()
 
 
 def test_nothing_tracked_names_a_real_subject_or_a_source_path(repo):

@@ -4,8 +4,7 @@ import pytest
 import yaml
 
 from mer_core.config import ParamsError, load_params
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def _write(tmp_path, params) -> Path:
@@ -77,3 +76,32 @@ def test_finetune_needs_its_encoders_pretrained(tmp_path):
     params["pretrain"]["variants"] = ["ma2mi"]
     with pytest.raises(ParamsError, match=r"contrastive"):
         load_params(_write(tmp_path, params))
+
+
+def test_an_empty_dataset_list_is_refused(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["ingest"]["datasets"] = []
+    with pytest.raises(ParamsError, match=r"'ingest.datasets': List should have at least 1 item"):
+        load_params(_write(tmp_path, params))
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text().replace("finetune:\n", "finetune:\n  epochs: 3\n", 1))
+    with pytest.raises(ParamsError, match=r"duplicate key 'epochs'.*line \d+"):
+        load_params(path)
+
+
+def test_profiles_may_not_move_paths(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "gpu"
+    params["profiles"]["gpu"]["paths"] = {"processed": "/scratch/processed"}
+    with pytest.raises(ParamsError, match="profiles.gpu sets paths"):
+        load_params(_write(tmp_path, params))
+
+
+def test_paths_move_under_a_root_together():
+    from mer_core.config import PathsParams
+
+    moved = PathsParams().under(Path("/tmp/x"))
+    assert moved.processed == Path("/tmp/x/data/processed") and moved.metrics == Path("/tmp/x/reports/metrics.json")

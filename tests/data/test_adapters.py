@@ -7,7 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from datasets_fixtures import (
+from openpyxl import Workbook
+
+from mer_core.data.adapters import ADAPTERS, read_dataset
+from mer_core.data.adapters.sheets import AnnotationError
+from mer_core.data.labels import NATIVE_LABELS, composite_label
+from mer_core.data.video import macro_windows, micro_frame_numbers
+from tests.layouts import (
     ONE_CLIP_TREES,
     SAMM_HEADER,
     casme2_tree,
@@ -18,21 +24,8 @@ from datasets_fixtures import (
     smic_tree,
     write_sheet,
 )
-from openpyxl import Workbook
 
-from mer_core.data.adapters import (
-    AnnotationError,
-    macro_windows,
-    micro_frame_numbers,
-    read_dataset,
-)
-from mer_core.evaluation.protocols import (
-    CASME2_5CLASS,
-    NATIVE_LABELS,
-    composite_label,
-    excluded_by_protocol,
-    protocol_label,
-)
+CASME2_FIVE_CLASSES = ["disgust", "happiness", "others", "repression", "surprise"]
 
 
 def _read(adapter, root, **kw):
@@ -73,7 +66,8 @@ def test_casme2_reads_good_rows_and_rejects_bad_ones(tmp_path):
         "CASME2-coding-20140508.xlsx row 6": "ApexFrame is not a number: 'x'",
         "CASME2-coding-20140508.xlsx row 7": reasons["CASME2-coding-20140508.xlsx row 7"],
         "CASME2-coding-20140508.xlsx row 8": reasons["CASME2-coding-20140508.xlsx row 8"],
-        "CASME2-coding-20140508.xlsx row 9": "duplicate clip sub01/EP02_01f",
+        "CASME2-coding-20140508.xlsx row 9": "duplicate clip sub01/EP02_01f (frames 46-86, as "
+                                              "CASME2-coding-20140508.xlsx row 2)",
         "CASME2-coding-20140508.xlsx row 10": "clip folder sub03/EP09_09 does not exist",
     }
     assert "missing from sub02/EP06_01" in reasons["CASME2-coding-20140508.xlsx row 7"]
@@ -117,9 +111,125 @@ def test_videos_manifest_rejects_escapes_without_opening(tmp_path):
     reasons = [r.reason for r in result.rejections]
     assert "climbs out of the data root" in reasons[0]
     assert "is absolute" in reasons[1]
-    assert "resolves outside the data root" in reasons[2]
+    assert "resolves outside the data set root" in reasons[2]
     assert reasons[3] == "video missing.avi does not exist"
     assert "out of order" in reasons[4]
+
+
+# --------------------------------------------------------------------------- events, sheets, files
+def test_a_second_event_in_one_folder_is_a_clip_of_its_own(tmp_path):
+    casme2_tree(tmp_path, [[1, "EP02_01f", None, 46, 50, 55, None, "12", "happiness"],
+                           [1, "EP02_01f", None, 70, 75, 80, None, "4", "disgust"],  # another expression
+                           [1, "EP02_01f", None, 70, 74, 80, None, "4", "disgust"]],  # the same one again
+                {"sub01/EP02_01f": range(40, 90)})
+    result = _read("casme2", tmp_path)
+    assert [(c.item, c.label) for c in result.clips] == [("sub01/EP02_01f frames 46-55", "happiness"),
+                                                         ("sub01/EP02_01f frames 70-80", "disgust")]
+    (rejected,) = result.rejections
+    assert rejected.item.endswith("row 4") and "duplicate clip sub01/EP02_01f (frames 70-80" in rejected.reason
+
+
+def test_a_second_event_in_one_video_is_a_clip_of_its_own(tmp_path):
+    _video(tmp_path / "a.avi", frames=12)
+    (tmp_path / "manifest.csv").write_text("path,subject,label,onset,apex,offset\n"
+                                           "a.avi,p1,happiness,0,2,4\na.avi,p1,anger,6,8,10\n")
+    result = _read("videos", tmp_path)
+    assert [(c.item, c.label) for c in result.clips] == [("a.avi frames 0-4", "happiness"), ("a.avi frames 6-10", "anger")]
+    assert not result.rejections
+
+
+def test_every_coding_worksheet_of_a_workbook_is_read(tmp_path):
+    from openpyxl import load_workbook
+
+    from tests.layouts import CASME2_HEADER, CASME2_SHEET
+
+    sheet = casme2_tree(tmp_path, [[1, "EP01_01", None, 10, 12, 16, None, "12", "happiness"],
+                                   [1, "EP01_02", None, 10, 12, 16, None, "4", "disgust"]],
+                        {f"sub0{s}/EP01_0{c}": range(10, 17) for s in (1, 2) for c in (1, 2, 3)})
+    book = load_workbook(sheet)
+    second = book.create_sheet("Sheet2")
+    for row in (CASME2_HEADER, [2, "EP01_01", None, 10, 12, 16, None, "12", "happiness"],
+                [2, "EP01_03", None, 10, 20, 16, None, "12", "happiness"]):
+        second.append(row)
+    book.create_sheet("Legend").append(["AU", "meaning"])  # no coding header: left out
+    book.save(tmp_path / CASME2_SHEET)
+    result = _read("casme2", tmp_path)
+    assert [c.item for c in result.clips] == ["sub01/EP01_01", "sub01/EP01_02", "sub02/EP01_01"]
+    assert [(r.item, r.reason) for r in result.rejections] == [
+        (f"{CASME2_SHEET} Sheet2 row 3", "ApexFrame 20 is outside [10, 16]")]
+
+
+def test_a_duplicated_header_column_is_refused_in_one_line(tmp_path):
+    write_sheet(tmp_path / "CASME2-coding-dup.xlsx",
+                ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Estimated Emotion", "Subject"],
+                [[1, "EP01_01", 10, 12, 16, "happiness", 2]])
+    with pytest.raises(AnnotationError) as failure:
+        _read("casme2", tmp_path)
+    assert "column 'Subject' appears twice in the header (columns 1 and 7)" in str(failure.value)
+    assert "\n" not in str(failure.value)
+
+
+def test_two_files_for_one_frame_number_reject_the_clip_naming_both(tmp_path):
+    casme2_tree(tmp_path, [[1, "EP01_01", None, 4, 5, 6, None, "12", "happiness"]], {"sub01/EP01_01": range(4, 7)})
+    cv2.imwrite(str(tmp_path / "sub01/EP01_01/img05.jpg"), np.zeros((8, 8, 3), np.uint8))  # a black "frame 5"
+    result = _read("casme2", tmp_path, frames=3)
+    assert not result.clips
+    assert "img05.jpg and img5.jpg in sub01/EP01_01 are both frame 5" in result.rejections[0].reason
+
+
+def test_symlinks_out_of_the_root_or_in_a_loop_are_rejections(tmp_path):
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    casme2_tree(root, [[1, "EP01_01", None, 4, 5, 6, None, "12", "happiness"],
+                       [1, "EP01_02", None, 4, 5, 6, None, "12", "happiness"],
+                       [1, "EP01_03", None, 4, 5, 6, None, "12", "happiness"]], {"sub01/EP01_01": range(4, 7)})
+    casme2_tree(elsewhere, [], {"sub09/EP09_09": range(4, 7)})
+    (root / "sub01/EP01_02").symlink_to(elsewhere / "sub09/EP09_09")  # a clip folder kept elsewhere
+    (root / "sub01/EP01_01/img5.jpg").unlink()
+    (root / "sub01/EP01_01/img5.jpg").symlink_to(elsewhere / "sub09/EP09_09/img5.jpg")  # one frame elsewhere
+    (root / "sub01/EP01_03").symlink_to(root / "sub01/EP01_03")  # a loop
+    result = _read("casme2", root, frames=3)
+    assert not result.clips
+    reasons = sorted(r.reason for r in result.rejections)
+    assert "clip folder sub01/EP01_02 resolves outside the data set root (a symlink to elsewhere)" in reasons
+    assert "clip folder sub01/EP01_03 is a symlink loop" in reasons
+    assert "sub01/EP01_01/img5.jpg resolves outside the data set root (a symlink to elsewhere)" in reasons
+
+    videos = tmp_path / "videos"
+    _video(videos / "ok.avi")
+    _video(elsewhere / "secret.avi")
+    (videos / "link.avi").symlink_to(elsewhere / "secret.avi")
+    (videos / "loop.avi").symlink_to(videos / "loop.avi")
+    (videos / "linked_folder").symlink_to(elsewhere)  # not entered
+    listing = _read("videos", videos)
+    assert [c.item for c in listing.clips] == ["ok.avi"]
+    assert {r.item: r.reason for r in listing.rejections} == {
+        "link.avi": "link.avi resolves outside the data set root (a symlink to elsewhere)",
+        "loop.avi": "loop.avi is a symlink loop"}
+
+
+def test_a_file_given_as_a_data_set_root_is_not_a_folder(tmp_path):
+    (tmp_path / "CASME2.zip").write_bytes(b"PK")
+    with pytest.raises(FileNotFoundError, match="CASME2.zip is a file, not a folder"):
+        _read("casme2", tmp_path / "CASME2.zip")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _read("casme2", tmp_path / "absent")
+
+
+def test_xls_coding_sheets_are_read(tmp_path):
+    import xlwt
+
+    from tests.layouts import CASME2_HEADER
+
+    casme2_tree(tmp_path, [], {"sub01/EP01_01": range(10, 17)})
+    (tmp_path / "CASME2-coding-20140508.xlsx").unlink()
+    book = xlwt.Workbook()
+    sheet = book.add_sheet("Sheet1")
+    for r, row in enumerate([CASME2_HEADER, [1, "EP01_01", None, 10, 12, 16, None, "12", "happiness"]]):
+        for c, value in enumerate(row):
+            if value is not None:
+                sheet.write(r, c, value)
+    book.save(str(tmp_path / "CASME2-coding-old.xls"))
+    assert [c.item for c in _read("casme2", tmp_path).clips] == ["sub01/EP01_01"]
 
 
 def test_videos_folder_without_manifest(tmp_path):
@@ -186,7 +296,7 @@ def test_samm_reads_good_rows_and_rejects_bad_ones(tmp_path, preamble):
     assert reasons[row[5]] == "Onset Frame 130 is after Offset Frame 120"
     assert "missing from 007/007_6_3" in reasons[row[6]]
     assert "unknown emotion 'Joy'" in reasons[row[7]]
-    assert reasons[row[8]] == "duplicate clip 006/006_1_2"
+    assert reasons[row[8]].startswith("duplicate clip 006/006_1_2 (frames 5562-5590, as ")
     assert reasons[row[10]] == "Apex Frame 125 is outside [100, 120]"
     assert "not a subject number" in reasons[row[11]]
 
@@ -269,7 +379,8 @@ def test_casme3_matches_case_and_keeps_expressions_of_one_recording_apart(tmp_pa
         ("spNo.1/a/color/120-130", "spNO.1", "happy", 120, 125, 130, 30.0)]
     assert result.clips[0].frames[0][1].as_posix().endswith("spNo.1/a/color/100.jpg")
     reasons = list(_reasons(result).values())
-    assert reasons[0] == "duplicate clip spNo.1/a/color/100-110"
+    assert reasons[0] == ("duplicate clip spNo.1/a/color/100-110 (frames 100-110, as "
+                          "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx row 2)")
     assert reasons[1] == "Apex is missing"
     assert reasons[2] == "clip folder spNO.2/a/color/1-3 does not exist"
     assert "frame(s) [150] missing" in reasons[3]
@@ -300,7 +411,8 @@ def test_mmew_finds_clips_through_their_emotion_folder(tmp_path):
         "MMEW_Micro_Exp.xlsx row 4": "ApexFrame is not a number: '/'",
         "MMEW_Micro_Exp.xlsx row 5": reasons["MMEW_Micro_Exp.xlsx row 5"],
         "MMEW_Micro_Exp.xlsx row 6": "clip folder Micro_Expression/happiness/S03-01-001 does not exist",
-        "MMEW_Micro_Exp.xlsx row 7": "duplicate clip Micro_Expression/happiness/S01-01-001",
+        "MMEW_Micro_Exp.xlsx row 7": "duplicate clip Micro_Expression/happiness/S01-01-001 (frames 3-15, as "
+                                     "MMEW_Micro_Exp.xlsx row 2)",
         "MMEW_Micro_Exp.xlsx row 8": reasons["MMEW_Micro_Exp.xlsx row 8"],
     }
     assert "unknown emotion 'contempt'" in reasons["MMEW_Micro_Exp.xlsx row 5"]
@@ -355,7 +467,6 @@ def test_composite_protocol_is_megc2019():
     samm = [label for label, n in SAMM_PUBLISHED_COUNTS.items() for _ in range(n)]
     composite = Counter(composite_label("samm", label) for label in samm)
     assert composite == {"negative": 92, "positive": 26, "surprise": 15, None: 26}  # 133 clips, as published
-    assert excluded_by_protocol("composite_3class", "samm", samm + [None]) == {"other": 26}
     assert {label: composite_label("casme2", label) for label in sorted(NATIVE_LABELS["casme2"])} == {
         "disgust": "negative", "fear": None, "happiness": "positive", "others": None, "repression": "negative",
         "sadness": None, "surprise": "surprise"}
@@ -363,20 +474,11 @@ def test_composite_protocol_is_megc2019():
     assert composite_label("mmew", "happiness") is None and composite_label("casme2", None) is None
 
 
-def test_casme2_five_class_protocol_drops_fear_and_sadness():
-    labels = ["happiness", "fear", "sadness", "sadness", "others", "repression"]
-    assert [protocol_label("casme2_5class", "casme2", label) for label in labels] == [
-        "happiness", None, None, None, "others", "repression"]
-    assert excluded_by_protocol("casme2_5class", "casme2", labels) == {"fear": 1, "sadness": 2}
-    with pytest.raises(ValueError, match="unknown label protocol 'casme2_7class'"):
-        protocol_label("casme2_7class", "casme2", "happiness")
-
-
 def test_casme2_labels_select_the_five_class_protocol(tmp_path):
     casme2_tree(tmp_path, [[1, "EP01_01", None, 10, 12, 16, None, "4", "fear"],
                            [1, "EP01_02", None, 10, 12, 16, None, "12", "happiness"]],
                 {"sub01/EP01_01": range(10, 17), "sub01/EP01_02": range(10, 17)})
-    five = sorted(CASME2_5CLASS["casme2"])
+    five = CASME2_FIVE_CLASSES
     result = _read("casme2", tmp_path, labels=five)
     assert [c.label for c in result.clips] == ["happiness"] and result.allowed_labels == frozenset(five)
     assert [r.reason for r in result.rejections] == [f"emotion 'fear' is not among this data set's labels {five}"]
@@ -386,10 +488,9 @@ def test_every_adapter_has_native_labels_and_a_config_name():
     from typing import get_args
 
     from mer_core.config import AdapterName
-    from mer_core.data.adapters import _registry
 
-    assert set(get_args(AdapterName)) == set(_registry())
-    assert set(NATIVE_LABELS) == set(_registry()) - {"videos"}
+    assert set(get_args(AdapterName)) == set(ADAPTERS)
+    assert set(NATIVE_LABELS) == set(ADAPTERS) - {"videos"}
 
 
 # --------------------------------------------------------------------------- through ingest
@@ -404,8 +505,8 @@ def face_image():
 
 def test_samm_and_ckplus_fixtures_ingest_into_clip_rows(tmp_path, face_image):
     from mer_core.config import DatasetSource, IngestParams
-    from mer_core.data.ingest import CLIPS_DIR, ingest
-    from mer_core.data.store import read_clips
+    from mer_core.data.ingest import ingest
+    from mer_core.data.store import CLIPS_DIR, read_clips
 
     samm_tree(tmp_path / "samm", [[6, "006_1_2", 1, 5562, 5566, 5570, 9, "Micro - 1/2", "R12", "Happiness", 2, None],
                                   [6, "006_1_3", 1, 10, 12, 90, 9, "Micro - 1/2", "R12", "Happiness", 2, None]],
@@ -413,9 +514,9 @@ def test_samm_and_ckplus_fixtures_ingest_into_clip_rows(tmp_path, face_image):
     ckplus_tree(tmp_path / "ckplus", {"S005/001": 9}, {"S005/001": "7.0"}, frame_image=face_image)
     sources = [DatasetSource(name="samm", adapter="samm", root=tmp_path / "samm", kind="micro"),
                DatasetSource(name="ck", adapter="ckplus", root=tmp_path / "ckplus", kind="macro")]
-    params = IngestParams(datasets=sources, out_dir=tmp_path / "interim", crop_size=32, frames_per_clip=4,
+    params = IngestParams(datasets=sources, crop_size=32, frames_per_clip=4,
                           workers=1, rows_per_shard=8, row_group_size=4)
-    summaries = ingest(params)
+    summaries = ingest(params, tmp_path / "interim")
     rows = {r["dataset"]: r for r in read_clips(tmp_path / "interim" / CLIPS_DIR).drop_columns(["frames"]).to_pylist()}
     assert summaries["samm"].rows == summaries["ck"].rows == 1 and summaries["samm"].rejected == 1
     samm, ck = rows["samm"], rows["ck"]

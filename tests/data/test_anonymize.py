@@ -5,6 +5,7 @@ import logging
 import os
 import stat
 
+import numpy as np
 import pytest
 
 from mer_core.data.anonymize import (
@@ -15,17 +16,18 @@ from mer_core.data.anonymize import (
     anonymize,
     load_key,
     pseudonym,
+    raw_identifiers,
     scan_for_leaks,
 )
-from mer_core.data.ingest import CLIPS_DIR, ingest
-from mer_core.data.store import clip_schema, read_clips, rows_to_table, write_table
+from mer_core.data.ingest import ingest
+from mer_core.data.store import CLIPS_DIR, clip_schema, read_clips, rows_to_table, write_table
 from tests.conftest import TEST_KEY_HEX
 
 
 @pytest.fixture(scope="module")
 def interim(tiny_synthetic, tiny_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("interim")
-    ingest(tiny_config.ingest.model_copy(update={"out_dir": out}))
+    ingest(tiny_config.ingest, out)
     return out / CLIPS_DIR
 
 
@@ -107,6 +109,53 @@ def test_key_file_created_private_outside_repo(tmp_path, monkeypatch):
     with pytest.raises(PseudonymKeyError, match="not hex"):
         load_key("MER_PSEUDONYM_KEY", key_file, repo_root=repo)
     assert "not hex" not in repr(first) and first.secret.hex() not in repr(first)
+
+
+def test_a_key_file_in_the_repo_is_refused_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("MER_PSEUDONYM_KEY", raising=False)
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    repo.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(PseudonymKeyError, match="inside the working tree"):
+        load_key("MER_PSEUDONYM_KEY", repo / "keys" / "k.key", repo_root=repo)  # absolute, into the repo
+    (repo / "keys").mkdir()
+    (elsewhere / "link").symlink_to(repo / "keys")
+    with pytest.raises(PseudonymKeyError, match="inside the working tree"):
+        load_key("MER_PSEUDONYM_KEY", elsewhere / "link" / "k.key", repo_root=repo)  # through a symlink
+    assert not list((repo / "keys").iterdir()), "no key was created in the repository"
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("MER_PSEUDONYM_KEY", raising=False)
+    key_file = tmp_path / "pseudonym.key"
+    key_file.write_text(TEST_KEY_HEX + "\n")
+    key_file.chmod(0o644)
+    with pytest.raises(PseudonymKeyError, match=r"can be read by others \(mode 644\); `chmod 600"):
+        load_key("MER_PSEUDONYM_KEY", key_file, repo_root=tmp_path / "repo")
+    key_file.chmod(0o600)
+    assert load_key("MER_PSEUDONYM_KEY", key_file, repo_root=tmp_path / "repo").secret == bytes.fromhex(TEST_KEY_HEX)
+
+
+def test_the_leak_scan_ignores_case_and_keeps_to_word_boundaries(tmp_path):
+    schema = clip_schema(2, 8, with_source=False)
+    rows = [{"clip_id": "c-1", "dataset": "d", "subject": "s-abc", "kind": "micro", "label": "others",
+             "action_units": note, "face_box": [0, 0, 8, 8], "frames": np.zeros((2, 8, 8, 3), np.uint8)}
+            for note in ("CAROL smiles", "carolina lifts AU12", "Al blinks")]
+    path = tmp_path / "part.parquet"
+    write_table(rows_to_table(rows, schema), path)
+    findings = scan_for_leaks([path], {"Carol", "al"})["findings"]
+    # "CAROL" is Carol; "carolina" is not, and the short id "al" does not fire inside "AU12" or "blinks".
+    assert findings == [{"file": "part.parquet", "where": "column action_units", "count": 2}]
+
+
+def test_layout_and_emotion_folders_are_not_identifiers():
+    import pyarrow as pa
+
+    table = pa.table({"subject": ["s1", "sub07"], "clip_id": ["smic/s1/micro/negative/s1_ne_01", "mmew/x"],
+                      "source_path": ["s1/micro/negative/s1_ne_01", "Micro_Expression/happiness/S07-01-001"]})
+    tokens = raw_identifiers(table)
+    assert {"s1", "sub07", "s1/micro/negative/s1_ne_01"} <= tokens
+    assert not {"micro", "negative", "Micro_Expression", "happiness"} & tokens  # the labels repeat them
 
 
 def test_env_key_wins(pseudonym_key, tmp_path):

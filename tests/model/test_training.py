@@ -1,5 +1,6 @@
 """Model behaviour: each objective and MIACNet overfit one batch, the contrastive loss is
-minimal on identical views, and pre-training resumes after being killed."""
+minimal on identical views, invariances the inputs promise, the optimizer's groups, and
+checkpoints: resumed after a kill, reused only for the same settings, never run as code."""
 
 import os
 import signal
@@ -25,7 +26,7 @@ from mer_core.models.encoders import normalize_frames
 from mer_core.models.ma2mi import MA2MI, sample_frame_pairs
 from mer_core.models.miacnet import build_miacnet
 from mer_core.models.registry import create_model
-from mer_core.training import engine
+from mer_core.training.checkpoint import load_checkpoint, save_checkpoint
 from mer_core.training.pretrain import pretrain_variant
 
 ENCODER = "vit_mini_patch8_64"
@@ -120,7 +121,7 @@ from mer_core.config import PretrainParams
 from mer_core.training.pretrain import pretrain_variant
 torch.set_num_threads(1)
 params = PretrainParams.model_validate_json(sys.argv[1])
-pretrain_variant(params, "both", [Path(sys.argv[2])], 64, "v1")
+pretrain_variant(params, "both", [Path(sys.argv[2])], 64, "v1", Path(sys.argv[3]))
 """
 
 
@@ -128,8 +129,9 @@ pretrain_variant(params, "both", [Path(sys.argv[2])], 64, "v1")
 def test_pretraining_resumes_after_a_kill(tmp_path):
     _macro_table(tmp_path / "clips")
     settings = {"epochs": 40, "batch_size": 4, "encoder": ENCODER, "device": "cpu", "warmup_epochs": 1}
-    killed = PretrainParams(checkpoint_dir=tmp_path / "killed", **settings)
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, killed.model_dump_json(), str(tmp_path / "clips")],
+    params = PretrainParams(**settings)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, params.model_dump_json(), str(tmp_path / "clips"),
+                              str(tmp_path / "killed")],
                              env={**os.environ, "MER_LOG_LEVEL": "WARNING"})
     checkpoint = tmp_path / "killed" / "both.pt"
     deadline = time.monotonic() + 120
@@ -141,28 +143,113 @@ def test_pretraining_resumes_after_a_kill(tmp_path):
     assert checkpoint.exists(), "the child wrote no checkpoint before it was killed"
 
     torch.set_num_threads(1)
-    resumed_state, resumed = pretrain_variant(killed, "both", [tmp_path / "clips"], 64, "v1")
+    resumed_state, resumed = pretrain_variant(params, "both", [tmp_path / "clips"], 64, "v1", tmp_path / "killed")
     assert 0 < resumed.resumed_from_epoch < settings["epochs"]
     assert [h["epoch"] for h in resumed.history] == list(range(1, settings["epochs"] + 1))
 
-    whole = PretrainParams(checkpoint_dir=tmp_path / "whole", **settings)
-    whole_state, _ = pretrain_variant(whole, "both", [tmp_path / "clips"], 64, "v1")
+    whole_state, _ = pretrain_variant(params, "both", [tmp_path / "clips"], 64, "v1", tmp_path / "whole")
     for branch in ("position", "action"):
         for name, tensor in whole_state[branch].items():
             assert torch.allclose(tensor, resumed_state[branch][name], atol=1e-5), f"{branch}.{name} differs"
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(tmp_path):
-    engine.save_checkpoint(tmp_path / "x.pt", {"fingerprint": "old", "epoch": 3})
-    assert engine.load_checkpoint(tmp_path / "x.pt", "new") is None
-    assert engine.load_checkpoint(tmp_path / "x.pt", "old")["epoch"] == 3
+    save_checkpoint(tmp_path / "x.pt", {"fingerprint": "old", "epoch": 3})
+    assert load_checkpoint(tmp_path / "x.pt", "new") is None
+    assert load_checkpoint(tmp_path / "x.pt", "old")["epoch"] == 3
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_pretraining_on_gpu_with_bf16_and_compile(tmp_path):
     _macro_table(tmp_path / "clips", clips=16)
-    params = PretrainParams(checkpoint_dir=tmp_path / "ck", epochs=2, batch_size=8, encoder=ENCODER, device="cuda",
-                            compile=True)
-    _, result = pretrain_variant(params, "both", [tmp_path / "clips"], 64, "gpu")
+    params = PretrainParams(epochs=2, batch_size=8, encoder=ENCODER, device="cuda", compile=True)
+    _, result = pretrain_variant(params, "both", [tmp_path / "clips"], 64, "gpu", tmp_path / "ck")
     assert np.isfinite(result.history[-1]["loss"])
+
+
+def test_a_global_brightness_change_leaves_the_motion_input_unchanged():
+    from mer_core.models.encoders import frame_difference
+
+    onset, apex = moving_clips(4, frames=2)[:, 0], moving_clips(4, frames=2)[:, 1]
+    brighter = lambda frames: (frames.int() + 17).clamp(0, 255).to(torch.uint8)  # noqa: E731  no pixel saturates here
+    assert torch.equal(frame_difference(brighter(apex), brighter(onset)), frame_difference(apex, onset))
+
+
+def test_after_contrawarping_training_the_positive_is_closer_than_the_warped_negative():
+    torch.manual_seed(0)
+    images = normalize_frames(moving_clips(16, seed=3)[:, 0])
+    model = ContraWarping(create_model(ENCODER), warp_displacement=0.08)
+
+    def similarities() -> tuple[float, float]:
+        """Mean cosine of anchor to positive and to its warped negative, on fixed held-back views."""
+        model.eval()
+        with torch.no_grad():
+            views = model.forward_views(images, torch.Generator().manual_seed(99))
+            anchor, positive, negative = model.embed(torch.cat(views)).split(16)
+        model.train()
+        return float((anchor * positive).sum(-1).mean()), float((anchor * negative).sum(-1).mean())
+
+    positive, negative = similarities()
+    assert positive < negative  # at random initialisation the warp barely registers
+    generator = torch.Generator().manual_seed(0)
+    _train(model, lambda: model(images, generator), steps=100)
+    positive, negative = similarities()
+    assert positive > negative + 0.01, (positive, negative)
+
+
+def test_no_weight_decay_on_norms_biases_and_position_embeddings():
+    from mer_core.training.engine import configure_optimizers
+
+    model = create_model(ENCODER)
+    optimizer = configure_optimizers(model.named_parameters(), lr=1e-3, weight_decay=0.05)
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in decayed}
+    assert "patch_embed.weight" in names and "blocks.0.mlp.0.weight" in names
+    assert not any(n.endswith(".bias") or "norm" in n or n == "pos_embed" for n in names)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+def test_a_new_finetune_setting_invalidates_finished_loso_runs(tmp_path):
+    """The job fingerprint hashes every finetune setting but a named few, so a setting added
+    later cannot silently reuse checkpoints trained without it."""
+    from mer_core.config import FinetuneParams
+    from mer_core.training.finetune import FINGERPRINT_EXCLUDES, FinetuneFiles, LosoJob, _job_fingerprint
+
+    files = FinetuneFiles(tmp_path, tmp_path, tmp_path, tmp_path / "final.pt")
+    base = FinetuneParams()
+
+    def fingerprint(params) -> str:
+        return _job_fingerprint(LosoJob(params, files, "scratch", 0, ENCODER, ("synth",), 1), "data-v1")
+
+    perturbed = {"label_column": "label3", "freeze_encoders": False}
+    for name, value in base.model_dump().items():
+        if name in FINGERPRINT_EXCLUDES:
+            assert fingerprint(base.model_copy(update={name: "changed"})) == fingerprint(base), name
+            continue
+        new = perturbed.get(name, value * 2 if isinstance(value, int | float) and not isinstance(value, bool)
+                            else not value if isinstance(value, bool) else "x")
+        assert fingerprint(base.model_copy(update={name: new})) != fingerprint(base), f"{name} is not hashed"
+
+    class WithALaterSetting(FinetuneParams):  # a field a later version adds: hashed with no list to update
+        mixup: float = 0.0
+
+    assert fingerprint(WithALaterSetting(mixup=0.2)) != fingerprint(WithALaterSetting())
+
+
+PICKLE_THAT_RUNS_CODE = b"cos\nsystem\n(S'touch {marker}'\ntR."
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_not_run(tmp_path):
+    from mer_core.training.checkpoint import CheckpointError, load_encoder, read_checkpoint
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(PICKLE_THAT_RUNS_CODE.replace(b"{marker}", str(marker).encode()))
+    for load in (read_checkpoint, load_encoder, lambda path: load_checkpoint(path, "any")):
+        try:
+            load(evil)
+        except CheckpointError as exc:
+            assert str(evil) in str(exc) and "\n" not in str(exc)
+    assert not marker.exists(), "unpickling ran a shell command"
+    assert load_checkpoint(evil, "any") is None  # a resume point that is not ours: start over

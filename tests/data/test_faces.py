@@ -4,8 +4,16 @@ import cv2
 import numpy as np
 import pytest
 
-from mer_core.data.faces import FaceDetector, NoFaceError, crop_face, face_ellipse_mask
+from mer_core.data.faces import (
+    CropSettings,
+    FaceDetector,
+    NoFaceError,
+    align_window,
+    crop_face,
+    face_ellipse_mask,
+)
 from mer_core.data.synthetic import ACTION_UNITS, FaceRenderer, sample_identity
+from mer_core.data.video import FrameReadError
 
 
 def _face(seed: int, size: int = 192) -> np.ndarray:
@@ -40,3 +48,11 @@ def test_crop_is_square_rgb_and_centred_on_the_face():
     mask = face_ellipse_mask(64, 0.15)
     inside, outside = crop[mask].std(), crop[~mask].std()
     assert inside > outside, "the face (eyes, brows, mouth) carries more structure than the border"
+
+
+def test_frames_of_another_size_in_a_video_window_are_named():
+    frames = [np.zeros((120, 160, 3), np.uint8)] * 3 + [np.zeros((60, 80, 3), np.uint8)]
+    settings = CropSettings(64, 4, 1, 1, 0.15, 48)
+    with pytest.raises(FrameReadError, match=r"clip\.avi window 0: frames differ in size: frame 13 is 80×60 "
+                                             r"where the others are 160×120"):
+        align_window(frames, [10, 11, 12, 13], settings, "clip.avi window 0")

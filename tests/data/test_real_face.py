@@ -1,4 +1,4 @@
-"""A real person's face (a public-domain NASA portrait, see tests/data/README.md), animated
+"""A real person's face (a public-domain NASA portrait, see tests/assets/README.md), animated
 into a short video: face detection, `mer ingest --adapter videos` and `mer predict` on a
 real face rather than the synthetic renderer's."""
 
@@ -13,11 +13,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mer_core.data.ingest import CLIPS_DIR
-from mer_core.data.store import read_clips
+from mer_core.data.store import CLIPS_DIR, read_clips
 from tests.conftest import tiny_params
 
-PORTRAIT = Path(__file__).parent / "data" / "astronaut.jpg"
+PORTRAIT = Path(__file__).parents[1] / "assets" / "astronaut.jpg"
 
 
 def animate(image: np.ndarray, path: Path, seconds: float = 2.0, fps: float = 25.0, seed: int = 0) -> Path:
@@ -84,9 +83,9 @@ def test_mer_ingest_turns_videos_of_a_person_into_clips(person_videos, params_fi
 
 
 def test_mer_predict_scores_a_video_of_a_person(person_videos, params_file, tmp_path):
-    from tests.test_operations import CLASSES, _final_model
+    from tests.conftest import CLASSES, write_final_model
 
-    model = _final_model(tmp_path / "final.pt", 0)
+    model = write_final_model(tmp_path / "final.pt", 0)
     result = _mer("predict", str(person_videos / "visitor_a.avi"), "--model", str(model), "--params", str(params_file))
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

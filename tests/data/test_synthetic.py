@@ -63,8 +63,8 @@ def test_same_seed_same_data_other_seed_other_data(tmp_path):
         raw["synthesize"]["micro"].update(subjects=2, clips_per_subject=1)
         raw["synthesize"]["macro"].update(subjects=1, clips_per_subject=1)
         params = SynthesizeParams.model_validate(raw["synthesize"])
-        synthesize(params, workers=1)
-        out = Path(params.out_dir)
+        out = folder / "synthetic"
+        synthesize(params, out, workers=1)
         return _sheet(out), {str(f.relative_to(out)): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()}
 
     sheet_a, files_a = render(tmp_path / "a", seed=3)

@@ -6,6 +6,7 @@ the check that names it, and only the checks it should.
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +27,7 @@ FRAMES, SIZE = 4, 16
 SUBJECTS = ("s-3fa9c2d1e0", "s-0b1c2d3e4f", "s-a1b2c3d4e5")
 LABELS = ("happiness", "disgust", "surprise")
 ALLOWED = {"casme2": {*LABELS, "fear", "others"}}
-PARAMS = dict(data_docs_dir=None, min_clips_per_class=3, min_clips_per_subject=3, min_pixel_std=3.0)
+PARAMS = dict(min_clips_per_class=3, min_clips_per_subject=3, min_pixel_std=3.0)
 
 
 def _noise(rng: np.random.Generator) -> np.ndarray:
@@ -60,9 +61,9 @@ def write_clips(tmp_path, rows: list[dict], schema: pa.Schema | None = None):
     return clips_dir
 
 
-def validate(tmp_path, rows, schema=None, **overrides) -> ValidationResult:
+def validate(tmp_path, rows, schema=None, data_docs: Path | None = None, **overrides) -> ValidationResult:
     params = ValidateParams(**{**PARAMS, **overrides})
-    return validate_clips(write_clips(tmp_path, rows, schema), params, ALLOWED)
+    return validate_clips(write_clips(tmp_path, rows, schema), params, ALLOWED, data_docs)
 
 
 def failed_descriptions(result: ValidationResult) -> set[str]:
@@ -196,7 +197,7 @@ def test_no_shards_is_an_error_that_names_the_folder(tmp_path):
 
 def test_data_docs_build_offline(tmp_path):
     docs = tmp_path / "data_docs"
-    result = validate(tmp_path, valid_rows(), data_docs_dir=docs)
+    result = validate(tmp_path, valid_rows(), data_docs=docs)
     assert result.success
     assert (docs / "index.html").exists()
     assert list(docs.glob("validations/clips/**/*.html"))
