@@ -33,8 +33,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-STAGES = ("synthesize", "ingest", "anonymize", "validate", "pretrain", "finetune", "evaluate", "register")
-DATA_STAGES = STAGES[:4]
+STAGES = ("synthesize", "ingest", "anonymize", "validate", "features", "pretrain", "finetune", "evaluate",
+          "register")
+DATA_STAGES = STAGES[:5]
 PARAMS_FILE = "params.yaml"
 LOCK_FILE = ".dvc/tmp/mer-flow.lock"
 

@@ -176,6 +176,20 @@ def validate(params: Path = ParamsOption) -> None:
 
 @app.command()
 @stage
+def features(params: Path = ParamsOption) -> None:
+    """The motion (flow, strain) of every micro clip against its onset, computed once and stored."""
+    from mer_core.data.motion import write_motion_features
+
+    p = load_params(params)
+    dirs = _clip_dirs(p, "micro")
+    report = write_motion_features(dirs[0].parent, p.paths.features, [d.name for d in dirs], p.features.flow,
+                                   p.features.magnification)
+    write_json(p.paths.features_report, report)
+    typer.echo(f"motion of {report['clips']} clips in {report['seconds']} s ({report['clips_per_second']} clips/s)")
+
+
+@app.command()
+@stage
 def pretrain(params: Path = ParamsOption) -> None:
     """Self-supervised pre-training (MA2MI, ContraWarping, both) on the macro clips."""
     from mer_core.tracking import log_pretraining
@@ -226,8 +240,9 @@ def evaluate(params: Path = ParamsOption) -> None:
     p = load_params(params)
     paths, variant = p.paths, p.finetune.variant
     rows = read_predictions(paths.predictions)
+    tuning = {"tuned_on_seeds": p.tuning.synthesize_seeds, "reported_on_seed": p.synthesize.seed}
     metrics, ablation = rep.evaluation_reports(rows, variant, p.finetune.ablation,
-                                               {d.name: d.adapter for d in p.ingest.datasets})
+                                               {d.name: d.adapter for d in p.ingest.datasets}, tuning)
     write_json(paths.metrics, metrics)
     write_json(paths.ablation, ablation)
     pictures = rep.write_confusion(rows, variant, paths.plots, f"{variant}, LOSO, seed {min(p.finetune.seeds)}")

@@ -128,14 +128,36 @@ class ValidateParams(_Section):
 
 
 PretrainVariant = Literal["ma2mi", "contrastive", "both"]
-FinetuneVariant = Literal["scratch", "ma2mi", "contrastive", "both"]
+# A learned variant is `<pre-training>_<protocol>`: `e2e` fine-tunes MIACNet end to end,
+# `probe` trains its head over frozen encoders (what pre-training put into them);
+# `scratch` starts from random weights. The baselines train under the same folds.
+LearnedVariant = Literal["scratch_e2e", "ma2mi_e2e", "contrastive_e2e", "both_e2e",
+                         "scratch_probe", "ma2mi_probe", "contrastive_probe", "both_probe"]
+BaselineVariant = Literal["lbp_top_svm", "flow_strain_lr", "difference_lr", "flow_cnn"]
 Device = Literal["auto", "cpu", "cuda"]
+
+
+class FeaturesParams(_Section):
+    """The motion of every micro clip (mer_core/data/motion.py), computed once, stored."""
+
+    flow: Literal["dis", "farneback"] = "dis"
+    # Eulerian magnification (α) of each frame's change before the flow is estimated;
+    # 0 leaves the frames as they are. MIACNet reads the frames, not this.
+    magnification: float = Field(10.0, ge=0, le=50)
+
+
+class TuningParams(_Section):
+    """Where every choice in params.yaml was made: the synthetic benchmark rendered with
+    these `synthesize.seed`s (other identities), never the one `make run` reports on.
+    `make bench-tuning` runs the ablation there."""
+
+    synthesize_seeds: list[int] = Field([1007, 1008], min_length=1)
 
 
 class PretrainParams(_Section):
     """Self-supervised pre-training on the macro clips (MA2MI and/or ContraWarping)."""
 
-    encoder: str = "vit_mini_patch8_64"
+    encoder: str = "convnet_micro_64"
     # Every variant the ablation needs; "both" trains MA2MI and ContraWarping jointly.
     variants: list[PretrainVariant] = ["ma2mi", "contrastive", "both"]
     epochs: int = Field(30, ge=1)
@@ -162,20 +184,27 @@ class PretrainParams(_Section):
 class FinetuneParams(_Section):
     """MIACNet fine-tuning on the micro clips under leave-one-subject-out."""
 
-    variant: FinetuneVariant = "ma2mi"  # the encoder the shipped model starts from
-    ablation: list[FinetuneVariant] = ["scratch", "ma2mi", "contrastive", "both"]
+    variant: LearnedVariant = "ma2mi_e2e"  # the shipped model
+    # Rows of the ablation table, all under the same folds and seeds.
+    ablation: list[LearnedVariant | BaselineVariant] = [
+        "scratch_e2e", "ma2mi_e2e", "contrastive_e2e", "both_e2e", "scratch_probe", "ma2mi_probe",
+        "lbp_top_svm", "flow_strain_lr", "difference_lr", "flow_cnn"]
     seeds: list[int] = Field([0, 1, 2], min_length=1)
     label_column: Literal["label", "label3"] = "label"
-    epochs: int = Field(80, ge=1)
+    epochs: int = Field(30, ge=1)
     batch_size: int = Field(32, ge=2)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    # Encoders stay frozen and only MIACNet's fusion head trains (the tokens are computed
-    # once per run): a few hundred micro clips overfit a whole encoder. Every variant,
-    # scratch (random encoders) included, gets the same protocol, so the ablation
-    # compares what pre-training put into the encoders. False trains them end to end.
-    freeze_encoders: bool = True
+    dropout: float = Field(0.3, ge=0, lt=1)
+    # MIACNet's facial-position branch (onset appearance and its change), fused with the
+    # action branch; off, the model reads the motion alone. Chosen on the tuning benchmark.
+    position_branch: bool = False
+    # End to end, the pre-trained encoders learn at this fraction of the head's rate (a
+    # two-level layer-wise decay): they keep what pre-training put in and adapt to micro.
+    encoder_lr_scale: float = Field(0.3, ge=0, le=1)
+    frozen_warmup_epochs: int = Field(0, ge=0)  # head only, encoders frozen, for the first epochs
+    flip: bool = True  # mirror onset and apex together: a micro-expression's class has no side
+    apex_jitter: int = Field(0, ge=0)  # pick the apex up to this many sampled frames early or late
     device: Device = "auto"
     workers: int = Field(2, ge=1)  # processes over (variant, seed) runs on CPU
 
@@ -205,12 +234,14 @@ class PathsParams(_Section):
     synthetic: Path = Path("data/raw/synthetic")  # synthesize: macro/ videos, micro/ CASME II tree
     interim: Path = Path("data/interim")  # ingest: clips/<dataset>/, rejected.parquet
     processed: Path = Path("data/processed")  # anonymize: clips/<dataset>/
+    features: Path = Path("data/features")  # features: <dataset>/ motion of every micro clip
     encoders: Path = Path("models/encoders")  # pretrain: <variant>.pt
     checkpoints: Path = Path("models/checkpoints")  # pretrain/ and finetune/ resume points
     final_model: Path = Path("models/final.pt")
     ingest_report: Path = Path("reports/ingest.json")
     anonymization_report: Path = Path("reports/anonymization.json")
     validation_report: Path = Path("reports/validation.json")
+    features_report: Path = Path("reports/features.json")
     data_docs: Path = Path("reports/data_docs")
     pretrain_report: Path = Path("reports/pretrain.json")
     finetune_report: Path = Path("reports/finetune.json")
@@ -229,9 +260,11 @@ class PathsParams(_Section):
 class Params(_Section):
     paths: PathsParams = PathsParams()
     synthesize: SynthesizeParams = SynthesizeParams()
+    tuning: TuningParams = TuningParams()
     ingest: IngestParams
     anonymize: AnonymizeParams = AnonymizeParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    features: FeaturesParams = FeaturesParams()
     pretrain: PretrainParams = PretrainParams()
     finetune: FinetuneParams = FinetuneParams()
     tracking: TrackingParams = TrackingParams()
@@ -239,7 +272,8 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _variants_pretrained(self) -> "Params":
-        needed = {self.finetune.variant, *self.finetune.ablation} - {"scratch"}
+        learned = [v for v in (self.finetune.variant, *self.finetune.ablation) if v.endswith(("_e2e", "_probe"))]
+        needed = {v.rsplit("_", 1)[0] for v in learned} - {"scratch"}
         missing = needed - set(self.pretrain.variants)
         if missing:
             raise ValueError(f"finetune uses encoders {sorted(missing)} that pretrain.variants does not train")

@@ -34,7 +34,8 @@ def load_final_model(path: Path) -> tuple[MIACNet, dict]:
         raise FileNotFoundError(f"model file {path} does not exist; run `dvc repro finetune` first")
     state = read_checkpoint(path, required=FINAL_MODEL_KEYS)
     try:
-        model = build_miacnet(state["encoder"], len(state["classes"]), img_size=int(state["img_size"]))
+        model = build_miacnet(state["encoder"], len(state["classes"]), img_size=int(state["img_size"]),
+                              position_branch=bool(state.get("position_branch", True)))
         model.load_state_dict(state["state_dict"])
     except (ValueError, RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:200]

@@ -1,9 +1,9 @@
 """The processed clip table as training data: micro clips in memory, macro clips streamed.
 
-Micro data sets are small (hundreds of clips), so `load_micro_clips` reads the onset and
-apex frames of every labelled clip at once. Macro pre-training data may not fit in
-memory, so `MacroClipStream` reads it one Parquet row group at a time, shuffled, split
-across DataLoader workers.
+Micro data sets are small (hundreds of clips), so `load_micro_clips` reads every sampled
+frame of every labelled clip at once, with its motion from the `features` stage when
+asked. Macro pre-training data may not fit in memory, so `MacroClipStream` reads it one
+Parquet row group at a time, shuffled, split across DataLoader workers.
 """
 
 from __future__ import annotations
@@ -25,19 +25,46 @@ _MICRO_COLUMNS = ["clip_id", "dataset", "subject", "kind", "label", "label3", "a
 
 @dataclass
 class MicroClips:
-    """Labelled micro clips as tensors; index i of every field is the same clip."""
+    """Labelled micro clips as tensors; index i of every field is the same clip.
+
+    The frames are the T sampled onset→apex→offset with the apex at `apex_index`, as
+    ingest samples them; `motion` (from the `features` stage) is the (u, v, strain) of
+    every frame against the onset, or None when not loaded.
+    """
 
     clip_ids: list[str]
     datasets: list[str]
     subjects: list[str]  # dataset-qualified, so subjects stay distinct across data sets
     labels: torch.Tensor  # (N,) int64 index into `classes`
     classes: list[str]
-    onset: torch.Tensor  # (N, H, W, C) uint8
-    apex: torch.Tensor  # (N, H, W, C) uint8
+    frames: torch.Tensor  # (N, T, H, W, C) uint8
+    apex_index: torch.Tensor  # (N,) int64: where the apex sits among the T frames
     action_units: list[str]
+    motion: torch.Tensor | None = None  # (N, T-1, H, W, 3) float16: frame k+1 against frame 0
 
     def __len__(self) -> int:
         return len(self.clip_ids)
+
+    @property
+    def img_size(self) -> int:
+        return int(self.frames.shape[2])
+
+    @property
+    def onset(self) -> torch.Tensor:
+        """(N, H, W, C) uint8: the first sampled frame."""
+        return self.frames[:, 0]
+
+    @property
+    def apex(self) -> torch.Tensor:
+        """(N, H, W, C) uint8: the apex frame."""
+        return self.frames[torch.arange(len(self)), self.apex_index]
+
+    def apex_motion(self) -> torch.Tensor:
+        """(N, 3, H, W) float32: the onset→apex (u, v, strain)."""
+        if self.motion is None:
+            raise ValueError("these clips were loaded without their motion; pass the features folder")
+        step = (self.apex_index - 1).clamp_min(0)  # an apex on the onset has the least motion there is
+        return self.motion[torch.arange(len(self)), step].float().permute(0, 3, 1, 2)
 
 
 def apex_position(frame_indices: list[int], apex: int | None) -> int:
@@ -47,23 +74,34 @@ def apex_position(frame_indices: list[int], apex: int | None) -> int:
     return int(np.argmin([abs(i - apex) for i in frame_indices]))
 
 
-def load_micro_clips(clips_dir: Path, datasets: list[str], label_column: str = "label") -> MicroClips:
-    """Read the labelled micro clips of `datasets` from `clips_dir/<dataset>/`.
+def load_micro_clips(clips_dir: Path, datasets: list[str], label_column: str = "label",
+                     features_dir: Path | None = None) -> MicroClips:
+    """Read the labelled micro clips of `datasets` from `clips_dir/<dataset>/`, and with
+    `features_dir` their motion from `features_dir/<dataset>/` (matched by clip id).
 
     Clips without a label under `label_column` (e.g. classes outside the composite
     protocol) are left out.
+
+    Raises:
+        ValueError: no labelled micro clip, or a clip without its motion.
     """
     rows: list[dict] = []
-    onsets, apexes = [], []
+    frames, apexes, motions = [], [], []
     for dataset in datasets:
         table = read_clips(Path(clips_dir) / dataset, columns=_MICRO_COLUMNS)
-        frames = frames_to_numpy(table.column("frames"))  # (N, T, H, W, C)
+        clip_frames = frames_to_numpy(table.column("frames"))  # (N, T, H, W, C)
+        motion = read_motion(Path(features_dir) / dataset) if features_dir is not None else None
         for i, row in enumerate(table.drop_columns(["frames"]).to_pylist()):
             if row["kind"] != "micro" or row[label_column] is None:
                 continue
             rows.append(row)
-            onsets.append(frames[i, 0])
-            apexes.append(frames[i, apex_position(row["frame_indices"], row["apex"])])
+            frames.append(clip_frames[i])
+            apexes.append(apex_position(row["frame_indices"], row["apex"]))
+            if motion is not None:
+                if row["clip_id"] not in motion:
+                    raise ValueError(f"clip {row['clip_id']} of {dataset} has no motion in {features_dir}; "
+                                     "re-run the features stage")
+                motions.append(motion[row["clip_id"]])
     if not rows:
         raise ValueError(f"no labelled micro clips under {clips_dir} for data sets {datasets}")
     classes = sorted({r[label_column] for r in rows})
@@ -73,10 +111,17 @@ def load_micro_clips(clips_dir: Path, datasets: list[str], label_column: str = "
         subjects=[f"{r['dataset']}/{r['subject']}" for r in rows],
         labels=torch.tensor([classes.index(r[label_column]) for r in rows]),
         classes=classes,
-        onset=torch.from_numpy(np.stack(onsets)),
-        apex=torch.from_numpy(np.stack(apexes)),
+        frames=torch.from_numpy(np.stack(frames)),
+        apex_index=torch.tensor(apexes),
         action_units=[r["action_units"] or "" for r in rows],
+        motion=torch.from_numpy(np.stack(motions)) if motions else None,
     )
+
+
+def read_motion(directory: Path) -> dict[str, np.ndarray]:
+    """clip id → its (T-1, H, W, 3) float16 motion, from the features stage's shards."""
+    table = read_clips(directory, columns=["clip_id", "motion"])
+    return dict(zip(table.column("clip_id").to_pylist(), frames_to_numpy(table.column("motion"))))
 
 
 class MacroClipStream(IterableDataset):

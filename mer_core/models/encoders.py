@@ -1,9 +1,15 @@
-"""Image encoders shared by pre-training and fine-tuning.
+"""Image encoders shared by pre-training and fine-tuning, and the two inputs they read.
 
-Every encoder maps (B, C, H, W) to spatial tokens (B, N, D) in `forward_features` and
-pools them to (B, D) in `forward_head`, so one network serves MA2MI, the contrastive
-objective and both MIACNet branches, and the ablation compares objectives, not
-architectures.
+Every encoder maps (B, 1, H, W) grey images to spatial tokens (B, N, D) in
+`forward_features` and pools them to (B, D) in `forward_head`, so one network serves
+MA2MI, the contrastive objective and both MIACNet branches, and the ablation compares
+objectives, not architectures. Inputs are grey: colour carries no expression, and one
+channel is a third of the first layer's work.
+
+- `normalize_frames`: a face, for the position branch;
+- `frame_difference`: the change between two frames, for the action branch, normalised
+  per sample so that a macro-expression (pre-training) and a micro-expression a fifth
+  its size (fine-tuning) reach the encoder at one scale.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ class InputSizeError(MerError, ValueError):
 class VisionTransformer(Encoder):
     """A small ViT without a class token: the spatial tokens are the features."""
 
-    def __init__(self, img_size: int = 64, patch: int = 8, in_chans: int = 3, dim: int = 192, depth: int = 4,
+    def __init__(self, img_size: int = 64, patch: int = 8, in_chans: int = 1, dim: int = 192, depth: int = 4,
                  heads: int = 3, dropout: float = 0.0):
         super().__init__()
         if img_size % patch:
@@ -78,7 +84,7 @@ class VisionTransformer(Encoder):
 class ConvEncoder(Encoder):
     """A small residual CNN; its last feature map, flattened, gives the tokens."""
 
-    def __init__(self, img_size: int = 64, in_chans: int = 3, widths: tuple[int, ...] = (32, 64, 128, 192),
+    def __init__(self, img_size: int = 64, in_chans: int = 1, widths: tuple[int, ...] = (32, 64, 128, 192),
                  first_stride: int = 1):
         super().__init__()
         reduction = first_stride * 2 ** (len(widths) - 1)
@@ -100,6 +106,38 @@ class ConvEncoder(Encoder):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         fmap = self.stages(x)  # (B, D, h, w)
         return self.token_norm(fmap.flatten(2).transpose(1, 2) + self.pos_embed)
+
+
+class PlainConvEncoder(Encoder):
+    """Conv → GroupNorm → GELU → 2×2 max-pool, once per width: a VGG-like CNN small enough
+    to fine-tune end to end under LOSO on 2 CPU cores; its last map, flattened, gives the
+    tokens. Max-pooling keeps the strongest local response, and a micro-expression is a
+    few strong responses (a moving edge, a deepening crease) on a quiet face."""
+
+    def __init__(self, img_size: int = 64, in_chans: int = 1, widths: tuple[int, ...] = (16, 32, 64, 64),
+                 strided_first: bool = False):
+        super().__init__()
+        reduction = 2 ** len(widths)
+        if img_size % reduction:
+            raise InputSizeError(f"this CNN downsamples by {reduction} and needs an image side divisible by "
+                                 f"{reduction}, got {img_size}")
+        layers, prev = [], in_chans
+        for i, width in enumerate(widths):
+            # `strided_first`: the first convolution strides instead of pooling after itself,
+            # so the second runs on a quarter of the pixels (the costly layer at 64 px).
+            strided = strided_first and i == 0
+            layers += [nn.Conv2d(prev, width, 3, 2 if strided else 1, 1), nn.GroupNorm(4, width), nn.GELU()]
+            layers += [] if strided else [nn.MaxPool2d(2)]
+            prev = width
+        self.stages = nn.Sequential(*layers)
+        self.img_size, self.embed_dim = img_size, widths[-1]
+        self.num_tokens = (img_size // reduction) ** 2
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, self.embed_dim))
+        self.norm = nn.LayerNorm(self.embed_dim)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        fmap = self.stages(x)  # (B, D, h, w)
+        return fmap.flatten(2).transpose(1, 2) + self.pos_embed  # (B, h*w, D)
 
 
 class _ResidualStage(nn.Module):
@@ -135,6 +173,18 @@ def vit_small_patch16_112(**kwargs) -> VisionTransformer:
 
 
 @register_model
+def convnet_micro_64(**kwargs) -> PlainConvEncoder:
+    """The CPU default: four conv stages (16-32-64-64 channels) to 4×4 tokens of width 64."""
+    return PlainConvEncoder(**{"img_size": 64, "widths": (16, 32, 64, 64), **kwargs})
+
+
+@register_model
+def convnet_micro_s2_64(**kwargs) -> PlainConvEncoder:
+    """`convnet_micro_64` with a stride-2 first layer: the same 4×4 tokens for about a quarter of the work."""
+    return PlainConvEncoder(**{"img_size": 64, "widths": (16, 32, 64, 64), "strided_first": True, **kwargs})
+
+
+@register_model
 def cnn_small_64(**kwargs) -> ConvEncoder:
     return ConvEncoder(**{"img_size": 64, "widths": (32, 64, 128, 192), **kwargs})
 
@@ -150,18 +200,29 @@ def cnn_mini_64(**kwargs) -> ConvEncoder:
     return ConvEncoder(**{"img_size": 64, "widths": (24, 48, 96), "first_stride": 2, **kwargs})
 
 
+# ITU-R BT.601 luma weights of RGB, as OpenCV's RGB2GRAY.
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
+def grey(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, 3) RGB → float grey levels (..., H, W) in [0, 255]."""
+    return frames.float() @ _LUMA.to(frames.device)
+
+
 def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., H, W, C) → float (..., C, H, W), roughly zero-mean and unit-scale."""
-    x = frames.float().div(255.0).movedim(-1, -3)
-    return (x - 0.5) / 0.25
+    """uint8 (..., H, W, 3) RGB → float grey (..., 1, H, W), roughly zero-mean and unit-scale."""
+    return ((grey(frames) / 255.0 - 0.5) / 0.25).unsqueeze(-3)
 
 
-# Facial motion between two frames is a few grey levels (edges of a moving part reach
-# ~25); this gain brings the pixel difference to the scale of a normalized frame, so one
-# encoder family reads both.
-MOTION_GAIN = 32.0
+# Below this spread (grey levels) a difference is sensor noise, not motion: it is not
+# blown up to unit scale.
+MIN_DIFFERENCE_STD = 0.5
 
 
 def frame_difference(later: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
-    """Motion input of the action branch: uint8 (..., H, W, C) pair → float (..., C, H, W)."""
-    return (later.float() - earlier.float()).div(255.0 / MOTION_GAIN).movedim(-1, -3)
+    """Motion input of the action branch: the grey change from `earlier` to `later`, less its
+    mean (a global brightness change is not motion), divided by its spread: uint8
+    (..., H, W, 3) pair → float (..., 1, H, W), unit scale whatever the expression's size."""
+    change = grey(later) - grey(earlier)  # (..., H, W)
+    change = change - change.mean(dim=(-2, -1), keepdim=True)
+    return (change / change.std(dim=(-2, -1), keepdim=True).clamp_min(MIN_DIFFERENCE_STD)).unsqueeze(-3)

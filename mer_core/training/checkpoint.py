@@ -7,6 +7,7 @@ crafted one must not run code as the user who opens it (`mer predict --model X.p
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -63,6 +64,17 @@ def read_checkpoint(path: Path, required: tuple[str, ...] = ()) -> dict:
     if missing:
         raise CheckpointError(f"{path}: not a mer checkpoint of this kind (no {', '.join(missing)})")
     return state
+
+
+def code_version() -> str:
+    """A digest of the library's source: a checkpoint resumes a killed run of the same code,
+    never a run of code that has changed since (its results would be stale)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> dict | None:

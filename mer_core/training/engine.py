@@ -56,17 +56,21 @@ NO_DECAY_NAMES = ("pos_embed",)
 
 
 def configure_optimizers(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], lr: float,
-                         weight_decay: float) -> torch.optim.AdamW:
+                         weight_decay: float, lr_scale: Callable[[str], float] = lambda name: 1.0
+                         ) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices and filters only, none on norms, biases and
-    position embeddings (nanoGPT's `configure_optimizers`). Frozen parameters are left out."""
-    decay, no_decay = [], []
+    position embeddings (nanoGPT's `configure_optimizers`); `lr_scale(name)` sets a
+    parameter's rate as a fraction of `lr` (layer-wise decay). Frozen parameters are left out."""
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     for name, parameter in named_parameters:
         if not parameter.requires_grad:
             continue
         undecayed = parameter.dim() < 2 or any(part in name.split(".") for part in NO_DECAY_NAMES)
-        (no_decay if undecayed else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+        groups.setdefault((not undecayed, lr_scale(name)), []).append(parameter)
+    return torch.optim.AdamW([{"params": params, "weight_decay": weight_decay if decayed else 0.0, "lr": lr * scale}
+                              for (decayed, scale), params in sorted(groups.items(), key=lambda kv: (-kv[0][0],
+                                                                                                   -kv[0][1]))],
+                             lr=lr)
 
 
 def train_one_epoch(loss_of_batch: Callable[[object], torch.Tensor], batches: Iterable, optimizer: torch.optim.Optimizer,

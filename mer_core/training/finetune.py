@@ -1,9 +1,20 @@
-"""MIACNet fine-tuning under leave-one-subject-out, and the final model on all subjects.
+"""Fine-tuning under leave-one-subject-out: MIACNet from each pre-training, end to end or as
+a frozen-encoder probe, the baselines beside it, and the final model on all subjects.
 
 The protocol never looks at the held-out subject: every fold trains for the configured
 number of epochs and predicts once with its last weights. The held-out predictions of
 every epoch are kept only to report the 'oracle best epoch' figure that much published
 MER code uses (Varanka et al., arXiv:2211.11425) — labelled as such, never as the result.
+
+Variants (`finetune.ablation`, one row each of the ablation table):
+- `<pre-training>_e2e`: MIACNet fine-tuned end to end from `scratch` (random weights: what
+  papers mean by "from scratch") or from the encoders of `ma2mi`, `contrastive`, `both`;
+  the encoders learn at `encoder_lr_scale` of the head's rate; onset and apex are mirrored
+  together at random, and the apex may be picked a sampled frame early or late.
+- `<pre-training>_probe`: only MIACNet's head trains, over frozen encoders (tokens cached):
+  the cleanest measure of what pre-training put into them (`scratch_probe`: random features).
+- baselines: `lbp_top_svm`, `flow_strain_lr`, `difference_lr` (mer_core/models/classical.py),
+  `flow_cnn` (STSTNet on the onset→apex flow, mer_core/models/flow_cnn.py).
 """
 
 from __future__ import annotations
@@ -13,11 +24,13 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -27,13 +40,24 @@ from mer_core.data.training_sets import MicroClips, load_micro_clips
 from mer_core.evaluation.ceiling import au_oracle_predictions
 from mer_core.evaluation.predictions import prediction_row
 from mer_core.evaluation.protocols import leave_one_subject_out
+from mer_core.models.classical import CLASSICAL_BASELINES
+from mer_core.models.flow_cnn import STSTNet, mirror_flow
 from mer_core.models.miacnet import BranchTokens, MIACNet, build_miacnet
 from mer_core.training import engine
-from mer_core.training.checkpoint import load_checkpoint, load_encoder, save_checkpoint
+from mer_core.training.checkpoint import code_version, load_checkpoint, load_encoder, save_checkpoint
 
 log = logging.getLogger(__name__)
 
+PROTOCOLS = ("e2e", "probe")
 
+
+def learned_variant(variant: str) -> tuple[str, str] | None:
+    """(pre-training, protocol) of a learned variant (`ma2mi_e2e` → ("ma2mi", "e2e")); None for a baseline."""
+    pretraining, _, protocol = variant.rpartition("_")
+    return (pretraining, protocol) if protocol in PROTOCOLS else None
+
+
+# --------------------------------------------------------------------------- MIACNet
 @dataclass(frozen=True)
 class FoldSetup:
     """Everything a fold's training needs besides the data: fixed per (variant, seed)."""
@@ -41,19 +65,24 @@ class FoldSetup:
     encoder_name: str
     img_size: int
     encoder_state: dict | None  # None: from scratch
+    protocol: str  # "e2e" | "probe"
     epochs: int
     batch_size: int
     lr: float
     weight_decay: float
     dropout: float
-    freeze_encoders: bool
+    position_branch: bool
+    encoder_lr_scale: float
+    frozen_warmup_epochs: int
+    flip: bool
+    apex_jitter: int
     device: torch.device
 
     def build(self, num_classes: int) -> MIACNet:
         return build_miacnet(self.encoder_name, num_classes, self.encoder_state, self.dropout,
-                             img_size=self.img_size).to(self.device)
+                             img_size=self.img_size, position_branch=self.position_branch).to(self.device)
 
-    def with_fixed_encoders(self, num_classes: int) -> "FoldSetup":
+    def with_fixed_encoders(self, num_classes: int) -> FoldSetup:
         """Scratch draws its random encoders once (from the current seed), so every fold
         and the cached tokens see the same ones; pre-trained setups are fixed already."""
         if self.encoder_state is not None:
@@ -74,103 +103,202 @@ def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 def encode_clips(model: MIACNet, clips: MicroClips, batch_size: int = 64) -> BranchTokens:
     """The branch tokens of every clip, for training the head over frozen encoders."""
     model.eval()
-    parts = [model.forward_branches(clips.onset[i:i + batch_size].to(next(model.parameters()).device),
-                                    clips.apex[i:i + batch_size].to(next(model.parameters()).device))
+    device = next(model.parameters()).device
+    parts = [model.forward_branches(clips.onset[i:i + batch_size].to(device), clips.apex[i:i + batch_size].to(device))
              for i in range(0, len(clips), batch_size)]
     return BranchTokens(*(torch.cat([getattr(p, f) for p in parts]) for f in ("position", "action", "feature_change")))
+
+
+def augmented_pairs(clips: MicroClips, rows: torch.Tensor, generator: torch.Generator, flip: bool,
+                    apex_jitter: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(onset, apex) uint8 (B, H, W, C) of `rows`, the apex moved up to `apex_jitter` sampled
+    frames early or late and both mirrored left-right at random: label-safe, since a
+    micro-expression's class has no side and no exact frame."""
+    apex = clips.apex_index[rows]
+    if apex_jitter:
+        shift = torch.randint(-apex_jitter, apex_jitter + 1, (len(rows),), generator=generator)
+        apex = (apex + shift).clamp(1, clips.frames.shape[1] - 1)
+    onset, peak = clips.frames[rows, 0], clips.frames[rows, apex]
+    if flip:
+        mirrored = (torch.rand(len(rows), generator=generator) < 0.5).view(-1, 1, 1, 1)
+        onset, peak = torch.where(mirrored, onset.flip(-2), onset), torch.where(mirrored, peak.flip(-2), peak)
+    return onset, peak
+
+
+def fit_and_predict(logits_of: Callable[[torch.Tensor, bool], torch.Tensor], optimizer: torch.optim.Optimizer,
+                    epochs: int, batch_size: int, labels: torch.Tensor, num_classes: int, train: list[int],
+                    generator: torch.Generator, device: torch.device, evaluate_on: list[int] | None = None,
+                    before_epoch: Callable[[int], None] = lambda epoch: None
+                    ) -> tuple[list[torch.Tensor], list[float]]:
+    """Train a classifier with a class-balanced loss for `epochs` (cosine schedule), then
+    return, per epoch, the probabilities on `evaluate_on` and the mean training loss.
+
+    `logits_of(rows, training)` gives the logits of clips `rows`, augmented when `training`;
+    `before_epoch(epoch)` sets modes and freezes (it runs before each epoch's `train()`).
+    """
+    train_idx = torch.tensor(train)
+    weights = class_weights(labels[train_idx], num_classes).to(device)
+    per_epoch, losses = [], []
+
+    def loss_of_batch(rows: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits_of(rows, True), labels[rows].to(device), weight=weights)
+
+    for epoch in range(epochs):
+        engine.set_lr(optimizer, engine.cosine_lr(1.0, epoch, epochs, warmup=min(3, epochs // 5)))
+        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
+        before_epoch(epoch)
+        losses.append(engine.train_one_epoch(loss_of_batch, [order[i:i + batch_size]
+                                                             for i in range(0, len(order), batch_size)],
+                                             optimizer, device)["loss"])
+        if evaluate_on:
+            per_epoch.append(engine.evaluate(lambda rows: logits_of(rows, False), [torch.tensor(evaluate_on)], device))
+    return per_epoch, losses
 
 
 def train_miacnet(setup: FoldSetup, clips: MicroClips, train: list[int], generator: torch.Generator,
                   tokens: BranchTokens | None = None, evaluate_on: list[int] | None = None
                   ) -> tuple[MIACNet, list[torch.Tensor], list[float]]:
-    """Train MIACNet on the `train` clips.
+    """Train MIACNet on the `train` clips: over cached `tokens` (the probe protocol) or end to end.
 
-    Args:
-        tokens: cached branch tokens of all clips (frozen encoders); None trains end to end.
-        evaluate_on: clips whose class probabilities are recorded after every epoch.
     Returns:
         The model; per epoch, the probabilities (len(evaluate_on), K) on `evaluate_on`;
         the mean training loss of every epoch.
     """
-    num_classes = len(clips.classes)
-    model = setup.build(num_classes)
-    frozen = tokens is not None
-    trained = model.named_head_parameters() if frozen else model.named_parameters()
-    optimizer = engine.configure_optimizers(trained, setup.lr, setup.weight_decay)
-    train_idx = torch.tensor(train)
-    weights = class_weights(clips.labels[train_idx], num_classes).to(setup.device)
-    per_epoch, losses = [], []
+    model = setup.build(len(clips.classes))
+    probe = tokens is not None
+    encoders = ("position_encoder.", "action_encoder.")
+    named = model.named_head_parameters() if probe else model.named_parameters()
+    optimizer = engine.configure_optimizers(
+        named, setup.lr, setup.weight_decay,
+        lr_scale=lambda name: setup.encoder_lr_scale if name.startswith(encoders) else 1.0)
 
-    def logits_of(rows: torch.Tensor) -> torch.Tensor:
-        if frozen:
+    def logits_of(rows: torch.Tensor, training: bool) -> torch.Tensor:
+        if probe:
             return model.forward_head(tokens.index(rows).to(setup.device))
-        return model(clips.onset[rows].to(setup.device), clips.apex[rows].to(setup.device))
+        if training:
+            onset, apex = augmented_pairs(clips, rows, generator, setup.flip, setup.apex_jitter)
+        else:
+            onset, apex = clips.onset[rows], clips.apex[rows]
+        return model(onset.to(setup.device), apex.to(setup.device))
 
-    def loss_of_batch(rows: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits_of(rows), clips.labels[rows].to(setup.device), weight=weights)
-
-    for epoch in range(setup.epochs):
-        engine.set_lr(optimizer, engine.cosine_lr(1.0, epoch, setup.epochs, warmup=min(3, setup.epochs // 5)))
-        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
-        batches = [order[i:i + setup.batch_size] for i in range(0, len(order), setup.batch_size)]
+    def before_epoch(epoch: int) -> None:
         model.train()
-        if frozen:
-            model.position_encoder.eval(), model.action_encoder.eval()
-        losses.append(engine.train_one_epoch(loss_of_batch, batches, optimizer, setup.device)["loss"])
-        if evaluate_on:
-            model.eval()
-            per_epoch.append(engine.evaluate(logits_of, [torch.tensor(evaluate_on)], setup.device))
+        frozen = probe or epoch < setup.frozen_warmup_epochs
+        for encoder in (model.position_encoder, model.action_encoder):
+            encoder.train(not frozen)
+            encoder.requires_grad_(not frozen)
+
+    per_epoch, losses = fit_and_predict(logits_of, optimizer, setup.epochs, setup.batch_size, clips.labels,
+                                        len(clips.classes), train, generator, setup.device, evaluate_on,
+                                        before_epoch)
+    model.eval()
     return model, per_epoch, losses
 
 
-def run_loso(setup: FoldSetup, clips: MicroClips, variant: str, seed: int) -> tuple[list[dict], list[dict], float]:
-    """Every LOSO fold of one (variant, seed): a row per held-out clip, a summary per fold
-    (held-out subject, clip count, training loss per epoch), and the seconds taken.
+def fold_rows(clips: MicroClips, fold: int, test: list[int], per_epoch: list[torch.Tensor], variant: str,
+              seed: int) -> list[dict]:
+    """The prediction rows of one fold's held-out clips."""
+    return [prediction_row(clips, i, fold, per_epoch[-1][j].tolist(),
+                           [clips.classes[int(p[j].argmax())] for p in per_epoch], variant, seed)
+            for j, i in enumerate(test)]
 
-    Rows carry the last-epoch prediction (the result) and the per-epoch predictions
-    (only for the labelled oracle figure).
-    """
+
+def run_loso(setup: FoldSetup, clips: MicroClips, variant: str, seed: int) -> tuple[list[dict], list[dict], float]:
+    """Every LOSO fold of one MIACNet (variant, seed): a row per held-out clip, a summary per
+    fold (held-out subject, clip count, training loss per epoch), and the seconds taken."""
     generator = engine.seed_everything(seed)
     setup = setup.with_fixed_encoders(len(clips.classes))
     started = time.perf_counter()
-    tokens = None
-    if setup.freeze_encoders:
-        tokens = encode_clips(setup.build(len(clips.classes)), clips)
+    tokens = encode_clips(setup.build(len(clips.classes)), clips) if setup.protocol == "probe" else None
     rows, folds = [], []
     for fold, (held_out, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
         _, per_epoch, losses = train_miacnet(setup, clips, train, generator, tokens, evaluate_on=test)
         folds.append({"fold": fold, "held_out": held_out, "clips": len(test),
                       "train_loss": [round(v, 5) for v in losses]})
-        for j, i in enumerate(test):
-            rows.append(prediction_row(clips, i, fold, per_epoch[-1][j].tolist(),
-                                       [clips.classes[int(p[j].argmax())] for p in per_epoch], variant, seed))
+        rows += fold_rows(clips, fold, test, per_epoch, variant, seed)
     return rows, folds, time.perf_counter() - started
 
 
+# --------------------------------------------------------------------------- baselines
+def run_classical_loso(name: str, clips: MicroClips, seed: int) -> tuple[list[dict], list[dict], float]:
+    """A classical baseline under the same folds: features once per clip, a classifier per fold."""
+    baseline = CLASSICAL_BASELINES[name]
+    started = time.perf_counter()
+    motion = clips.motion.float().numpy() if clips.motion is not None else [None] * len(clips)
+    features = np.stack([baseline.features(clips.frames[i].numpy(), motion[i], int(clips.apex_index[i]))
+                         for i in range(len(clips))])
+    labels = np.array([clips.classes[int(k)] for k in clips.labels])
+    rows, folds = [], []
+    for fold, (held_out, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
+        model = baseline.classifier(seed).fit(features[train], labels[train])
+        predicted = model.predict(features[test])
+        probabilities = torch.tensor([[float(c == p) for c in clips.classes] for p in predicted])
+        folds.append({"fold": fold, "held_out": held_out, "clips": len(test), "train_loss": []})
+        rows += fold_rows(clips, fold, test, [probabilities], name, seed)
+    return rows, folds, time.perf_counter() - started
+
+
+def run_flow_cnn_loso(params: FinetuneParams, clips: MicroClips, seed: int, device: torch.device
+                      ) -> tuple[list[dict], list[dict], float]:
+    """STSTNet on the onset→apex flow and strain, from scratch, under the same folds."""
+    generator = engine.seed_everything(seed)
+    started = time.perf_counter()
+    motion = clips.apex_motion()  # (N, 3, H, W)
+    rows, folds = [], []
+    for fold, (held_out, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
+        model = STSTNet(len(clips.classes), dropout=params.dropout).to(device)
+        optimizer = engine.configure_optimizers(model.named_parameters(), params.lr, params.weight_decay)
+
+        def logits_of(rows: torch.Tensor, training: bool) -> torch.Tensor:
+            x = motion[rows]
+            if training and params.flip:
+                mirrored = (torch.rand(len(rows), generator=generator) < 0.5).view(-1, 1, 1, 1)
+                x = torch.where(mirrored, mirror_flow(x), x)
+            return model(x.to(device))
+
+        def before_epoch(epoch: int) -> None:
+            model.train()
+
+        per_epoch, losses = fit_and_predict(logits_of, optimizer, params.epochs, params.batch_size, clips.labels,
+                                            len(clips.classes), train, generator, device, test, before_epoch)
+        model.eval()
+        folds.append({"fold": fold, "held_out": held_out, "clips": len(test),
+                      "train_loss": [round(v, 5) for v in losses]})
+        rows += fold_rows(clips, fold, test, per_epoch, "flow_cnn", seed)
+    return rows, folds, time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------- the stage
 @dataclass(frozen=True)
 class FinetuneFiles:
     """Where fine-tuning reads and writes (from `paths` in params)."""
 
     clips: Path  # the processed clip table: clips/<dataset>/
+    features: Path  # the features stage's motion: <dataset>/
     encoders: Path  # pre-trained <variant>.pt
     checkpoints: Path  # one finished LOSO run per (variant, seed)
     final_model: Path
 
     @classmethod
     def from_paths(cls, paths: PathsParams) -> FinetuneFiles:
-        return cls(paths.processed / CLIPS_DIR, paths.encoders, paths.checkpoints / "finetune", paths.final_model)
+        return cls(paths.processed / CLIPS_DIR, paths.features, paths.encoders, paths.checkpoints / "finetune",
+                   paths.final_model)
 
 
 def fold_setup(params: FinetuneParams, variant: str, encoder_name: str, img_size: int, encoders: Path,
                device: torch.device) -> FoldSetup:
-    """The fold settings of one variant; scratch gets the pre-trained variants' architecture."""
-    state = None if variant == "scratch" else load_encoder(Path(encoders) / f"{variant}.pt")
+    """The fold settings of one learned variant; scratch gets the pre-trained variants' architecture."""
+    pretraining, protocol = learned_variant(variant)
+    state = None if pretraining == "scratch" else load_encoder(Path(encoders) / f"{pretraining}.pt")
     if state is not None and state["encoder"] != encoder_name:
-        raise ValueError(f"encoder {variant}.pt is a {state['encoder']}, params ask for {encoder_name}; "
+        raise ValueError(f"encoder {pretraining}.pt is a {state['encoder']}, params ask for {encoder_name}; "
                          "re-run pretrain")
-    return FoldSetup(encoder_name=encoder_name, img_size=img_size, encoder_state=state, epochs=params.epochs,
-                     batch_size=params.batch_size, lr=params.lr, weight_decay=params.weight_decay,
-                     dropout=params.dropout, freeze_encoders=params.freeze_encoders, device=device)
+    return FoldSetup(encoder_name=encoder_name, img_size=img_size, encoder_state=state, protocol=protocol,
+                     epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
+                     weight_decay=params.weight_decay, dropout=params.dropout,
+                     position_branch=params.position_branch, encoder_lr_scale=params.encoder_lr_scale,
+                     frozen_warmup_epochs=params.frozen_warmup_epochs,
+                     flip=params.flip, apex_jitter=params.apex_jitter, device=device)
 
 
 @dataclass(frozen=True)
@@ -184,21 +312,27 @@ class LosoJob:
     threads: int
 
 
-# Settings that never change what a LOSO run computes: where files go, which variants
-# and seeds the stage runs (each job is one of them), and how it is parallelised.
+# Settings that never change what a LOSO run computes: which variants and seeds the
+# stage runs (each job is one of them), and how it is parallelised.
 FINGERPRINT_EXCLUDES = frozenset({"variant", "ablation", "seeds", "device", "workers"})
 
 
 def _job_fingerprint(job: LosoJob, data: str) -> str:
     """What a finished run's checkpoint must match to be reused: every finetune setting
     except `FINGERPRINT_EXCLUDES` (so a new setting invalidates it by default), the job,
-    the encoder file and the data."""
+    the encoder file, the data (clips and their motion) and the library's code."""
     keys = job.params.model_dump(mode="json", exclude=set(FINGERPRINT_EXCLUDES))
-    encoder = job.files.encoders / f"{job.variant}.pt"
-    encoder_version = hashlib.sha256(encoder.read_bytes()).hexdigest()[:16] if job.variant != "scratch" else ""
+    learned = learned_variant(job.variant)
+    encoder = job.files.encoders / f"{learned[0]}.pt" if learned and learned[0] != "scratch" else None
+    encoder_version = hashlib.sha256(encoder.read_bytes()).hexdigest()[:16] if encoder else ""
     payload = {**keys, "variant": job.variant, "seed": job.seed, "encoder": job.encoder_name,
-               "encoder_version": encoder_version, "data": data, "datasets": job.datasets}
+               "encoder_version": encoder_version, "data": data, "datasets": job.datasets, "code": code_version()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _needs_motion(variants: list[str]) -> bool:
+    return any(learned_variant(v) is None and (v == "flow_cnn" or CLASSICAL_BASELINES[v].reads_motion)
+               for v in variants)
 
 
 def run_loso_job(job: LosoJob) -> dict:
@@ -206,18 +340,25 @@ def run_loso_job(job: LosoJob) -> dict:
     restarted stage skips every run that already finished."""
     torch.set_num_threads(job.threads)
     p, files = job.params, job.files
-    clips = load_micro_clips(files.clips, list(job.datasets), p.label_column)
+    features = files.features if _needs_motion([job.variant]) else None
+    clips = load_micro_clips(files.clips, list(job.datasets), p.label_column, features)
     checkpoint = files.checkpoints / f"{job.variant}-seed{job.seed}.pt"
-    print_ = _job_fingerprint(job, data_version([files.clips / d for d in job.datasets]))
+    data = [files.clips / d for d in job.datasets] + ([features / d for d in job.datasets] if features else [])
+    print_ = _job_fingerprint(job, data_version(data))
     if (done := load_checkpoint(checkpoint, print_)) is not None:
         log.info("%s seed %d: already done, reusing %s", job.variant, job.seed, checkpoint)
         return done["result"]
-    setup = fold_setup(p, job.variant, job.encoder_name, int(clips.onset.shape[1]), files.encoders,
-                       engine.select_device(p.device))
-    rows, folds, seconds = run_loso(setup, clips, job.variant, job.seed)
+    device = engine.select_device(p.device)
+    if learned_variant(job.variant) is not None:
+        setup = fold_setup(p, job.variant, job.encoder_name, clips.img_size, files.encoders, device)
+        rows, folds, seconds = run_loso(setup, clips, job.variant, job.seed)
+    elif job.variant == "flow_cnn":
+        rows, folds, seconds = run_flow_cnn_loso(p, clips, job.seed, device)
+    else:
+        rows, folds, seconds = run_classical_loso(job.variant, clips, job.seed)
     result = {"rows": rows, "folds": folds, "seconds": round(seconds, 1), "classes": clips.classes}
     save_checkpoint(checkpoint, {"fingerprint": print_, "result": result})
-    log.info("%s seed %d: %d folds in %.0f s", job.variant, job.seed, rows[-1]["fold"] + 1 if rows else 0, seconds)
+    log.info("%s seed %d: %d folds in %.0f s", job.variant, job.seed, len(folds), seconds)
     return result
 
 
@@ -234,8 +375,9 @@ def run_finetuning(params: FinetuneParams, files: FinetuneFiles, datasets: list[
     device = engine.select_device(params.device)
     workers = 1 if device.type == "cuda" else params.workers
     threads = max(1, (os.cpu_count() or 1) // workers)
-    jobs = [LosoJob(params, files, v, seed, encoder_name, tuple(datasets), threads)
-            for v in variants for seed in params.seeds]
+    # The longest runs first, so that two workers finish together.
+    jobs = sorted((LosoJob(params, files, v, seed, encoder_name, tuple(datasets), threads)
+                   for v in variants for seed in params.seeds), key=lambda j: learned_variant(j.variant) is None)
     if workers == 1:
         results = [run_loso_job(job) for job in jobs]
     else:
@@ -251,7 +393,6 @@ def run_finetuning(params: FinetuneParams, files: FinetuneFiles, datasets: list[
     report = {"device": str(device), "variants": variants, "seeds": params.seeds, "classes": clips.classes,
               "clips": len(clips), "subjects": len(set(clips.subjects)),
               "seconds": {f"{j.variant}/seed{j.seed}": r["seconds"] for j, r in zip(jobs, results)},
-              # Checkpoints from before fold summaries were kept have none: an empty list.
               "folds": {f"{j.variant}/seed{j.seed}": r.get("folds", []) for j, r in zip(jobs, results)}}
     report["final_model"] = train_final_model(params, clips, encoder_name, files, device)
     return rows, report
@@ -261,16 +402,16 @@ def train_final_model(params: FinetuneParams, clips: MicroClips, encoder_name: s
                       device: torch.device) -> dict:
     """MIACNet of `params.variant` on every subject, saved with what inference needs."""
     generator = engine.seed_everything(params.seeds[0])
-    img_size = int(clips.onset.shape[1])
-    setup = fold_setup(params, params.variant, encoder_name, img_size, files.encoders, device)
+    setup = fold_setup(params, params.variant, encoder_name, clips.img_size, files.encoders, device)
     setup = setup.with_fixed_encoders(len(clips.classes))
-    tokens = encode_clips(setup.build(len(clips.classes)), clips) if setup.freeze_encoders else None
+    tokens = encode_clips(setup.build(len(clips.classes)), clips) if setup.protocol == "probe" else None
     started = time.perf_counter()
     model, _, losses = train_miacnet(setup, clips, list(range(len(clips))), generator, tokens)
     seconds = time.perf_counter() - started
     save_checkpoint(files.final_model, {
         "architecture": "miacnet", "encoder": encoder_name, "variant": params.variant, "classes": clips.classes,
-        "label_column": params.label_column, "img_size": img_size,
+        "label_column": params.label_column, "img_size": clips.img_size,
+        "position_branch": params.position_branch,
         # Pseudonyms only: lets a later evaluation tell unseen subjects from training ones.
         "subjects": sorted(set(clips.subjects)),
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})

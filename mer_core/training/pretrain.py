@@ -29,7 +29,7 @@ from mer_core.models.encoders import InputSizeError, normalize_frames
 from mer_core.models.ma2mi import MA2MI, sample_frame_pairs
 from mer_core.models.registry import create_model
 from mer_core.training import engine
-from mer_core.training.checkpoint import load_checkpoint, save_checkpoint, save_encoder
+from mer_core.training.checkpoint import code_version, load_checkpoint, save_checkpoint, save_encoder
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,9 @@ class PretrainResult:
 
 
 def fingerprint(params: PretrainParams, variant: str, data: str) -> str:
-    """What a checkpoint must match to be resumed: every setting that changes training, and the data."""
+    """What a checkpoint must match to be resumed: every setting that changes training, the data and the code."""
     keys = params.model_dump(mode="json", exclude={"variants", "device", "loader_workers"})
-    payload = {**keys, "variant": variant, "data": data}
+    payload = {**keys, "variant": variant, "data": data, "code": code_version()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

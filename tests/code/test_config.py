@@ -73,7 +73,7 @@ def test_unknown_profile_and_unknown_key_inside_a_profile(tmp_path):
 
 def test_finetune_needs_its_encoders_pretrained(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["pretrain"]["variants"] = ["ma2mi"]
+    params["finetune"]["ablation"].append("contrastive_probe")  # pretrain.variants is [ma2mi]
     with pytest.raises(ParamsError, match=r"contrastive"):
         load_params(_write(tmp_path, params))
 
@@ -87,7 +87,7 @@ def test_an_empty_dataset_list_is_refused(tmp_path):
 
 def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text((REPO / "params.yaml").read_text().replace("finetune:\n", "finetune:\n  epochs: 3\n", 1))
+    path.write_text((REPO / "params.yaml").read_text().replace("\nfinetune:\n", "\nfinetune:\n  epochs: 3\n", 1))
     with pytest.raises(ParamsError, match=r"duplicate key 'epochs'.*line \d+"):
         load_params(path)
 

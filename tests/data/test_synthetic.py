@@ -100,3 +100,29 @@ def test_every_action_unit_moves_the_face_and_micro_moves_it_less(au):
     micro_change = np.abs(renderer.render(micro).astype(int) - base).sum()
     assert micro_change > 0, f"AU{au} at micro intensity must still change the image"
     assert macro_change > 2.5 * micro_change
+
+
+def test_the_tuning_and_the_reported_benchmark_share_no_face():
+    """Every choice is made on the tuning seeds' faces: none of them may be one of the
+    reported benchmark's (micro or macro), nor may the two tuning sets share one."""
+    from dataclasses import astuple
+
+    from mer_core.config import load_params
+    from mer_core.data.synthetic import sample_identity
+    from tests.conftest import REPO
+
+    params = load_params(REPO / "params.yaml")
+
+    def faces(seed: int) -> list[np.ndarray]:
+        streams = [np.random.SeedSequence([seed, kind]).spawn(n)
+                   for kind, n in ((1, params.synthesize.micro.subjects), (2, params.synthesize.macro.subjects))]
+        return [np.array([v for v in astuple(sample_identity(np.random.default_rng(s))) if not isinstance(v, tuple)],
+                         float) for stream in streams for s in stream]
+
+    reported = faces(params.synthesize.seed)
+    tuning = [face for seed in params.tuning.synthesize_seeds for face in faces(seed)]
+    assert params.synthesize.seed not in params.tuning.synthesize_seeds
+    closest = min(np.abs(a - b).max() for a in reported for b in tuning)
+    assert closest > 1e-3, "a tuning face is (nearly) a reported one"
+    within = [np.abs(a - b).max() for i, a in enumerate(tuning) for b in tuning[i + 1:]]
+    assert min(within) > 1e-3

@@ -26,7 +26,7 @@ def test_every_model_at_its_own_and_another_input_size(name):
     for size in (own.img_size, _other_size(own)):
         model = create_model(name, img_size=size).eval()
         with torch.no_grad():
-            tokens = model.forward_features(torch.randn(2, 3, size, size))
+            tokens = model.forward_features(torch.randn(2, 1, size, size))  # grey
             pooled = model.forward_head(tokens)
         assert model.img_size == size
         assert tokens.shape == (2, model.num_tokens, model.embed_dim)
@@ -46,7 +46,7 @@ def test_ma2mi_and_miacnet_build_for_any_size_the_encoder_takes(name):
 def test_a_size_an_encoder_cannot_take_names_both_keys():
     with pytest.raises(InputSizeError, match="divisible by 8, got 90"):
         create_model("vit_mini_patch8_64", img_size=90)
-    with pytest.raises(ParamsError, match=r"pretrain.encoder vit_mini_patch8_64 cannot read ingest.crop_size 90"):
+    with pytest.raises(ParamsError, match=r"pretrain.encoder convnet_micro_64 cannot read ingest.crop_size 90"):
         check_input_size(PretrainParams(), 90)
     check_input_size(PretrainParams(), 96)  # 96-px crops with the default encoder: built for them
 

@@ -49,7 +49,8 @@ def repo(tmp_path_factory) -> Path:
 
 def test_dvc_repro_runs_every_stage(repo):
     result = _run([sys.executable, "-m", "dvc", "repro"], repo)
-    for stage in ("synthesize", "ingest", "anonymize", "validate", "pretrain", "finetune", "evaluate", "register"):
+    for stage in ("synthesize", "ingest", "anonymize", "validate", "features", "pretrain", "finetune", "evaluate",
+                  "register"):
         assert f"Running stage '{stage}'" in result.stdout
     processed = pq.read_table(repo / "data/processed/clips", columns=["clip_id", "subject", "kind", "label",
                                                                       "onset", "apex", "offset", "frames"])
@@ -65,12 +66,14 @@ def test_learning_stages_report_honest_loso(repo):
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert {"uf1", "uar", "accuracy"} <= set(metrics) and 0 <= metrics["uf1"] <= 1
     ablation = json.loads((repo / "reports/ablation.json").read_text())
-    assert set(ablation["variants"]) == {"scratch", "ma2mi", "contrastive", "both"}
+    assert set(ablation["variants"]) == set(yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]["ablation"])
+    assert {v["kind"] for v in ablation["variants"].values()} == {"learned", "baseline"}
+    assert ablation["shipped"]["variant"] == "ma2mi_e2e" and ablation["tuning"]["reported_on_seed"] == 7
     assert all(v["seeds"] == 2 for v in ablation["variants"].values())
     assert 0 < ablation["ceiling"]["uf1"] <= 1
     predictions = pq.read_table(repo / "reports/predictions.parquet").to_pylist()
     micro = pq.read_table(repo / "data/processed/clips/synth_micro", columns=["clip_id"]).num_rows
-    for variant in ("scratch", "ma2mi", "contrastive", "both"):
+    for variant in ablation["variants"]:
         for seed in (0, 1):
             run = [p for p in predictions if p["variant"] == variant and p["seed"] == seed]
             assert sorted(p["clip_id"] for p in run) == sorted(set(p["clip_id"] for p in run)) and len(run) == micro
@@ -81,7 +84,7 @@ def test_learning_stages_report_honest_loso(repo):
             assert all(len(s) == 1 for s in subjects_of_fold.values())
             assert len({next(iter(s)) for s in subjects_of_fold.values()}) == len(subjects_of_fold)
     final = torch.load(repo / "models/final.pt", weights_only=True)
-    assert final["variant"] == "ma2mi" and final["classes"]
+    assert final["variant"] == "ma2mi_e2e" and final["classes"]
     model = build_miacnet(final["encoder"], len(final["classes"]))
     model.load_state_dict(final["state_dict"])  # the saved model is complete: encoders and head
     assert (repo / "reports/plots/confusion.csv").read_text().startswith("actual,predicted")
@@ -144,11 +147,12 @@ def test_register_stage_fills_the_registry_with_a_carded_champion(repo):
     assert "## Ethics and consent" in version.description and "## Ablation" in version.description
     runs = client.search_runs([client.get_experiment_by_name("mer").experiment_id], max_results=1000)
     names = {r.info.run_name for r in runs}
-    assert {"pretrain", "pretrain/ma2mi", "finetune", "finetune/ma2mi/seed0", "ma2mi/seed0/fold0", "evaluate",
+    assert {"pretrain", "pretrain/ma2mi", "finetune", "finetune/ma2mi_e2e/seed0", "ma2mi_e2e/seed0/fold0", "evaluate",
             "register"} <= names
     evaluate = next(r for r in runs if r.info.run_name == "evaluate")
-    assert {"uf1", "uar", "accuracy", "ablation.scratch.uf1", "ceiling.uf1"} <= set(evaluate.data.metrics)
-    fold = next(r for r in runs if r.info.run_name == "ma2mi/seed0/fold0")
+    assert {"uf1", "uar", "accuracy", "ablation.scratch_e2e.uf1", "ablation.lbp_top_svm.uf1",
+            "ceiling.uf1"} <= set(evaluate.data.metrics)
+    fold = next(r for r in runs if r.info.run_name == "ma2mi_e2e/seed0/fold0")
     assert fold.data.params["held_out_subject"].split("/")[1].startswith("s-")  # a pseudonym
     assert len(client.get_metric_history(fold.info.run_id, "train_loss")) == 3  # one per epoch
     artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
@@ -206,8 +210,8 @@ def test_prefect_flow_runs_the_stages(repo, monkeypatch):
     monkeypatch.setenv("MER_PSEUDONYM_KEY", TEST_KEY_HEX)
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     outputs = mer_pipeline(repo=str(repo))
-    assert set(outputs) == {"synthesize", "ingest", "anonymize", "validate", "pretrain", "finetune", "evaluate",
-                            "register"}
+    assert set(outputs) == {"synthesize", "ingest", "anonymize", "validate", "features", "pretrain", "finetune",
+                            "evaluate", "register"}
     assert all("didn't change, skipping" in out or "Running stage" in out for out in outputs.values())
 
 
@@ -286,9 +290,13 @@ def test_a_deployment_runs_through_a_local_prefect_server(repo, tmp_path):
         assert "mer-pipeline/retrain" in cli("--no-prompt", "deploy", "--all")
         worker = subprocess.Popen([prefect, "worker", "start", "--pool", "mer", "--run-once"], cwd=repo, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        out = cli("deployment", "run", "mer-pipeline/retrain", "--params", '{"stages": ["evaluate"]}',
-                  "--watch", "--watch-timeout", "240", timeout=300)
-        assert "Completed" in out
+        run = subprocess.run([prefect, "deployment", "run", "mer-pipeline/retrain", "--params",
+                              '{"stages": ["evaluate"]}', "--watch", "--watch-timeout", "240"],
+                             cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+        if run.returncode != 0 or "Completed" not in run.stdout:
+            flow_run = run.stdout.split("UUID: ")[1].split()[0] if "UUID: " in run.stdout else ""
+            logs = cli("flow-run", "logs", flow_run) if flow_run else ""
+            pytest.fail(f"the triggered run did not complete:\n{run.stdout[-2000:]}\n{logs[-4000:]}")
         assert "mer-pipeline" in cli("flow-run", "ls", "--state", "SCHEDULED")  # the cron schedule is live
         assert "mer-run-summary" in cli("artifact", "ls")
     finally:
