@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test bench bench-memory bench-ablation bench-tuning bench-gpu clean
+.PHONY: install run test bench bench-memory bench-ablation bench-tuning bench-motion bench-gpu clean
 
 # torch first and pinned: an unpinned torch drags in gigabytes of CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt
@@ -42,6 +42,9 @@ bench-ablation: install  ## the ablation over pre-training × fine-tuning seeds 
 
 bench-tuning: install  ## the same ablation on the tuning benchmark, where every setting was chosen
 	$(BIN)/python benchmarks/bench_ablation.py --benchmark tuning $(TUNING_ARGS)
+
+bench-motion: install  ## Farneback vs DIS (and magnification): ms per pair, flow-baseline UF1 on the tuning benchmark
+	$(BIN)/python benchmarks/bench_motion.py
 
 bench-gpu: install  ## gpu profile on CUDA: pre-training clips/s, peak GPU memory, data wait (exits 0 without CUDA)
 	$(BIN)/python benchmarks/bench_gpu.py --eager-too

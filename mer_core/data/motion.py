@@ -3,11 +3,14 @@
 Computed once per clip by the `features` stage and stored beside the clip table, so
 training never recomputes them (mer_core/data/training_sets.py reads them).
 
-- **Flow**: OpenCV's DIS (dense inverse search; Kroeger et al., ECCV 2016) at its
-  `medium` preset with variational refinement, on grey crops. TV-L1 needs the contrib
-  wheel, which cannot share the environment with the main OpenCV wheel (one `cv2/`
-  folder); `benchmarks/bench_motion.py` measures DIS against Farneback here: DIS is the
-  more accurate on sub-pixel shifts, which is the scale of a micro-expression.
+- **Flow**: OpenCV's Farneback (polynomial expansion, 3 levels, 9-px window) on grey
+  crops, or DIS (dense inverse search, `medium` preset) as the named alternative. TV-L1
+  needs the contrib wheel, which cannot share the environment with the main OpenCV wheel
+  (one `cv2/` folder). `benchmarks/bench_motion.py` measures both here: DIS is ~2.5×
+  faster and as accurate on a global sub-pixel shift, but on the tuning benchmark's
+  micro-expressions (local, sub-pixel, on little texture) its onset→apex features score
+  far lower under the flow + strain baseline (UF1 ~0.46 vs ~0.61), so Farneback is the
+  default.
 - **Strain**: the magnitude of the infinitesimal strain tensor ε = ½(∇w + ∇wᵀ) of the
   flow w = (u, v): |ε| = sqrt(εxx² + εyy² + 2 εxy²), εxx = ∂u/∂x, εyy = ∂v/∂y,
   εxy = ½(∂u/∂y + ∂v/∂x) (Shreve et al., "Macro- and micro-expression spotting in long
@@ -48,7 +51,7 @@ def _grey(frame: np.ndarray) -> np.ndarray:
     return frame if frame.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
 
 
-def optical_flow(earlier: np.ndarray, later: np.ndarray, method: str = "dis") -> np.ndarray:
+def optical_flow(earlier: np.ndarray, later: np.ndarray, method: str = "farneback") -> np.ndarray:
     """Dense flow from `earlier` to `later` (uint8 grey or RGB frames of one size): (H, W, 2)
     float32, (u, v) in pixels, such that later(x + w(x)) ≈ earlier(x)."""
     a, b = _grey(earlier), _grey(later)
@@ -70,7 +73,7 @@ def optical_strain(flow: np.ndarray) -> np.ndarray:
     return np.sqrt(du_dx ** 2 + dv_dy ** 2 + 2 * shear ** 2).astype(np.float32)
 
 
-def clip_motion(frames: np.ndarray, method: str = "dis") -> np.ndarray:
+def clip_motion(frames: np.ndarray, method: str = "farneback") -> np.ndarray:
     """The motion of every frame from the first: (T, H, W, 3) uint8 → (T - 1, H, W, 3)
     float32 of (u, v, strain) per pixel; index k is frame k + 1 against frame 0."""
     onset = _grey(frames[0])
@@ -103,7 +106,7 @@ def _motion_group(group: pa.Table, method: str, magnification: float) -> pa.Tabl
                      "motion": pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(motion))})
 
 
-def write_motion_features(clips_dir: Path, out_dir: Path, datasets: list[str], method: str = "dis",
+def write_motion_features(clips_dir: Path, out_dir: Path, datasets: list[str], method: str = "farneback",
                           magnification: float = 0.0) -> dict:
     """The motion of every clip of `datasets` under `clips_dir/<dataset>/`, one shard per
     input shard under `out_dir/<dataset>/`, the folder swapped in whole when complete.

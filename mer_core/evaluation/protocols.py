@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def leave_one_subject_out(subjects: list[str]) -> list[tuple[str, list[int], list[int]]]:
     """LOSO folds: (held-out subject, train indices, test indices), one per subject, sorted.
@@ -14,6 +16,22 @@ def leave_one_subject_out(subjects: list[str]) -> list[tuple[str, list[int], lis
         train = [i for i, s in enumerate(subjects) if s != held_out]
         folds.append((held_out, train, test))
     return folds
+
+
+def inner_subject_split(subjects: list[str], train: list[int], fraction: float, seed: int
+                        ) -> tuple[list[int], list[int]]:
+    """Split one LOSO fold's training clips by subject: (inner-train, inner-validation).
+
+    The fold's held-out subject is not in `train`, so nothing chosen on the inner
+    validation subjects has seen it. At least one subject lands on each side.
+    """
+    names = sorted({subjects[i] for i in train})
+    if len(names) < 2:
+        raise ValueError(f"an inner validation split needs two training subjects, the fold has {len(names)}")
+    order = np.random.default_rng(seed).permutation(len(names))
+    count = min(len(names) - 1, max(1, round(fraction * len(names))))
+    held = {names[k] for k in order[:count]}
+    return [i for i in train if subjects[i] not in held], [i for i in train if subjects[i] in held]
 
 
 def protocol_id(label_column: str, datasets: list[str], classes: list[str]) -> str:

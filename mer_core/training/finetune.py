@@ -38,8 +38,9 @@ from mer_core.config import FinetuneParams, PathsParams
 from mer_core.data.store import CLIPS_DIR, data_version
 from mer_core.data.training_sets import MicroClips, load_micro_clips
 from mer_core.evaluation.ceiling import au_oracle_predictions
+from mer_core.evaluation.metrics import unweighted_f1
 from mer_core.evaluation.predictions import prediction_row
-from mer_core.evaluation.protocols import leave_one_subject_out
+from mer_core.evaluation.protocols import inner_subject_split, leave_one_subject_out
 from mer_core.models.classical import CLASSICAL_BASELINES
 from mer_core.models.flow_cnn import STSTNet, mirror_flow
 from mer_core.models.miacnet import BranchTokens, MIACNet, build_miacnet
@@ -76,6 +77,8 @@ class FoldSetup:
     frozen_warmup_epochs: int
     flip: bool
     apex_jitter: int
+    epoch_selection: str  # "fixed" | "inner_subjects"
+    inner_fraction: float
     device: torch.device
 
     def build(self, num_classes: int) -> MIACNet:
@@ -195,6 +198,17 @@ def train_miacnet(setup: FoldSetup, clips: MicroClips, train: list[int], generat
     return model, per_epoch, losses
 
 
+def inner_selected_epochs(setup: FoldSetup, clips: MicroClips, train: list[int], seed: int,
+                          generator: torch.Generator, tokens: BranchTokens | None) -> int:
+    """The epoch count with the best UF1 on inner validation subjects drawn from this
+    fold's training subjects (the held-out subject is not among them)."""
+    inner_train, inner_validation = inner_subject_split(clips.subjects, train, setup.inner_fraction, seed)
+    _, per_epoch, _ = train_miacnet(setup, clips, inner_train, generator, tokens, evaluate_on=inner_validation)
+    actual = [clips.classes[int(clips.labels[i])] for i in inner_validation]
+    scores = [unweighted_f1(actual, [clips.classes[int(k)] for k in p.argmax(1)]) for p in per_epoch]
+    return 1 + int(np.argmax(scores))
+
+
 def fold_rows(clips: MicroClips, fold: int, test: list[int], per_epoch: list[torch.Tensor], variant: str,
               seed: int) -> list[dict]:
     """The prediction rows of one fold's held-out clips."""
@@ -212,8 +226,12 @@ def run_loso(setup: FoldSetup, clips: MicroClips, variant: str, seed: int) -> tu
     tokens = encode_clips(setup.build(len(clips.classes)), clips) if setup.protocol == "probe" else None
     rows, folds = [], []
     for fold, (held_out, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
-        _, per_epoch, losses = train_miacnet(setup, clips, train, generator, tokens, evaluate_on=test)
-        folds.append({"fold": fold, "held_out": held_out, "clips": len(test),
+        trained = setup
+        if setup.epoch_selection == "inner_subjects":
+            epochs = inner_selected_epochs(setup, clips, train, seed * 1000 + fold, generator, tokens)
+            trained = replace(setup, epochs=epochs)
+        _, per_epoch, losses = train_miacnet(trained, clips, train, generator, tokens, evaluate_on=test)
+        folds.append({"fold": fold, "held_out": held_out, "clips": len(test), "epochs": trained.epochs,
                       "train_loss": [round(v, 5) for v in losses]})
         rows += fold_rows(clips, fold, test, per_epoch, variant, seed)
     return rows, folds, time.perf_counter() - started
@@ -298,7 +316,8 @@ def fold_setup(params: FinetuneParams, variant: str, encoder_name: str, img_size
                      weight_decay=params.weight_decay, dropout=params.dropout,
                      position_branch=params.position_branch, encoder_lr_scale=params.encoder_lr_scale,
                      frozen_warmup_epochs=params.frozen_warmup_epochs,
-                     flip=params.flip, apex_jitter=params.apex_jitter, device=device)
+                     flip=params.flip, apex_jitter=params.apex_jitter, epoch_selection=params.epoch_selection,
+                     inner_fraction=params.inner_fraction, device=device)
 
 
 @dataclass(frozen=True)
@@ -406,7 +425,11 @@ def train_final_model(params: FinetuneParams, clips: MicroClips, encoder_name: s
     setup = setup.with_fixed_encoders(len(clips.classes))
     tokens = encode_clips(setup.build(len(clips.classes)), clips) if setup.protocol == "probe" else None
     started = time.perf_counter()
-    model, _, losses = train_miacnet(setup, clips, list(range(len(clips))), generator, tokens)
+    everyone = list(range(len(clips)))
+    if setup.epoch_selection == "inner_subjects":
+        setup = replace(setup, epochs=inner_selected_epochs(setup, clips, everyone, params.seeds[0], generator,
+                                                            tokens))
+    model, _, losses = train_miacnet(setup, clips, everyone, generator, tokens)
     seconds = time.perf_counter() - started
     save_checkpoint(files.final_model, {
         "architecture": "miacnet", "encoder": encoder_name, "variant": params.variant, "classes": clips.classes,
@@ -416,4 +439,4 @@ def train_final_model(params: FinetuneParams, clips: MicroClips, encoder_name: s
         "subjects": sorted(set(clips.subjects)),
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
     return {"path": str(files.final_model), "variant": params.variant, "clips": len(clips),
-            "seconds": round(seconds, 1), "train_loss": [round(v, 5) for v in losses]}
+            "epochs": setup.epochs, "seconds": round(seconds, 1), "train_loss": [round(v, 5) for v in losses]}

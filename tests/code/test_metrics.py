@@ -11,7 +11,7 @@ from mer_core.evaluation.metrics import (
     unweighted_average_recall,
     unweighted_f1,
 )
-from mer_core.evaluation.protocols import leave_one_subject_out
+from mer_core.evaluation.protocols import inner_subject_split, leave_one_subject_out
 from mer_core.evaluation.report import oracle_best_epoch
 
 
@@ -48,6 +48,20 @@ def test_loso_folds_are_subject_disjoint_and_cover_every_clip(subjects):
         assert sorted(train + test) == list(range(len(subjects)))
         seen += test
     assert sorted(seen) == list(range(len(subjects)))
+
+
+@given(st.lists(st.sampled_from(["s1", "s2", "s3", "s4", "s5"]), min_size=3, max_size=30),
+       st.floats(0.05, 0.95), st.integers(0, 99))
+def test_inner_splits_are_subject_disjoint_inside_the_training_fold(subjects, fraction, seed):
+    for held_out, train, _ in leave_one_subject_out(subjects):
+        if len({subjects[i] for i in train}) < 2:
+            with pytest.raises(ValueError, match="two training subjects"):
+                inner_subject_split(subjects, train, fraction, seed)
+            continue
+        inner_train, validation = inner_subject_split(subjects, train, fraction, seed)
+        assert inner_train and validation and sorted(inner_train + validation) == train
+        assert {subjects[i] for i in inner_train}.isdisjoint(subjects[i] for i in validation)
+        assert held_out not in {subjects[i] for i in validation}
 
 
 def test_au_oracle_reads_laterality_free_sets():

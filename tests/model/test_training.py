@@ -229,7 +229,7 @@ def test_a_new_finetune_setting_invalidates_finished_loso_runs(tmp_path):
     def fingerprint(params) -> str:
         return _job_fingerprint(LosoJob(params, files, "scratch_e2e", 0, ENCODER, ("synth",), 1), "data-v1")
 
-    perturbed = {"label_column": "label3"}
+    perturbed = {"label_column": "label3", "epoch_selection": "inner_subjects"}
     for name, value in base.model_dump().items():
         if name in FINGERPRINT_EXCLUDES:
             assert fingerprint(base.model_copy(update={name: "changed"})) == fingerprint(base), name
@@ -242,6 +242,44 @@ def test_a_new_finetune_setting_invalidates_finished_loso_runs(tmp_path):
         mixup: float = 0.0
 
     assert fingerprint(WithALaterSetting(mixup=0.2)) != fingerprint(WithALaterSetting())
+
+
+def test_inner_epoch_selection_never_looks_at_the_held_out_subject(monkeypatch):
+    """epoch_selection=inner_subjects: per fold, a first run scores epochs on training
+    subjects held back, the second trains for the epoch count they chose."""
+    from mer_core.data.training_sets import MicroClips
+    from mer_core.evaluation.protocols import leave_one_subject_out
+    from mer_core.training import finetune
+
+    subjects = [f"synth/s{k}" for k in range(4) for _ in range(4)]
+    direction = [1, -1] * 8
+    clips = MicroClips(clip_ids=[f"c{i}" for i in range(16)], datasets=["synth"] * 16, subjects=subjects,
+                       labels=torch.tensor([0 if d == 1 else 1 for d in direction]), classes=["down", "up"],
+                       frames=moving_clips(16, direction=direction), apex_index=torch.full((16,), 2),
+                       action_units=[""] * 16)
+    setup = finetune.FoldSetup(encoder_name="convnet_micro_64", img_size=64, encoder_state=None, protocol="e2e",
+                               epochs=4, batch_size=8, lr=3e-3, weight_decay=0.05, dropout=0.0,
+                               position_branch=False, encoder_lr_scale=0.3, frozen_warmup_epochs=0, flip=True,
+                               apex_jitter=0, epoch_selection="inner_subjects", inner_fraction=0.25,
+                               device=torch.device("cpu"))
+    runs = []
+    real_train = finetune.train_miacnet
+
+    def recording(setup, clips, train, generator, tokens=None, evaluate_on=None):
+        runs.append((setup.epochs, set(train), set(evaluate_on or [])))
+        return real_train(setup, clips, train, generator, tokens, evaluate_on)
+
+    monkeypatch.setattr(finetune, "train_miacnet", recording)
+    rows, folds, _ = finetune.run_loso(setup, clips, "scratch_e2e", seed=0)
+    assert len(runs) == 2 * len(folds) == 8 and len(rows) == 16
+    for (held_out, train, test), (selection, final), fold in zip(leave_one_subject_out(subjects), zip(*[iter(runs)] * 2),
+                                                                 folds):
+        _, inner_train, inner_validation = selection
+        assert inner_train | inner_validation == set(train) and not inner_train & inner_validation
+        assert not (inner_train | inner_validation) & set(test)  # the held-out subject is never looked at
+        assert {subjects[i] for i in inner_validation}.isdisjoint(subjects[i] for i in inner_train)
+        assert final[1] == set(train) and final[2] == set(test)
+        assert fold["epochs"] == final[0] and 1 <= final[0] <= 4
 
 
 PICKLE_THAT_RUNS_CODE = b"cos\nsystem\n(S'touch {marker}'\ntR."
