@@ -11,7 +11,9 @@ learning half there: every choice in params.yaml was made this way. `reported` r
 over every (data, pre-training seed, fine-tuning seed) run, per variant, with the gain
 over training from scratch and the stage wall times. Finished pre-training and LOSO runs
 are checkpointed under --work, so a second call with other --set overrides re-runs only
-what they change:
+what they change. Scratch and baseline runs do not depend on the pre-training seed: they
+run once per fine-tuning seed (or come from `make run`'s checkpoints when those match) and
+count under every pre-training seed.
 
     python benchmarks/bench_ablation.py --benchmark tuning --set finetune.encoder_lr_scale=1.0
 """
@@ -22,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -61,6 +64,20 @@ def _data_roots(args, params_file: Path) -> list:
     return roots
 
 
+def _share_runs_without_pretraining(checkpoints: Path, elsewhere: list[Path]) -> None:
+    """Scratch and baseline LOSO runs do not depend on the pre-training seed: copy finished
+    ones in (from `make run` and the other pre-training seeds). A copy is reused only if its
+    fingerprint (settings, data, code) matches, as every LOSO checkpoint is."""
+    from mer_core.training.finetune import learned_variant
+
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    for folder in elsewhere:
+        for done in folder.glob("*-seed*.pt") if folder.is_dir() and folder != checkpoints else []:
+            learned = learned_variant(done.name.rsplit("-seed", 1)[0])
+            if (learned is None or learned[0] == "scratch") and not (checkpoints / done.name).exists():
+                shutil.copy2(done, checkpoints / done.name)
+
+
 def _run(params, work: Path, pretrain_seed: int) -> tuple[list[dict], dict]:
     from mer_core.data.motion import write_motion_features
     from mer_core.data.store import CLIPS_DIR
@@ -82,6 +99,8 @@ def _run(params, work: Path, pretrain_seed: int) -> tuple[list[dict], dict]:
     run_pretraining(pretrain, macro, params.ingest.crop_size, encoders / "encoders", encoders / "checkpoints")
     timings["pretrain_s"] = round(time.perf_counter() - started, 1)
     files = FinetuneFiles(clips, features, encoders / "encoders", encoders / "ck-finetune", encoders / "final.pt")
+    _share_runs_without_pretraining(files.checkpoints, [params.paths.checkpoints / "finetune",
+                                                        *work.glob("pretrain-seed*/ck-finetune")])
     started = time.perf_counter()
     rows, _ = run_finetuning(params.finetune, files, micro, pretrain.encoder)
     timings["finetune_s"] = round(time.perf_counter() - started, 1)
