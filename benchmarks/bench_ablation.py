@@ -73,8 +73,9 @@ def _share_runs_without_pretraining(checkpoints: Path, elsewhere: list[Path]) ->
     checkpoints.mkdir(parents=True, exist_ok=True)
     for folder in elsewhere:
         for done in folder.glob("*-seed*.pt") if folder.is_dir() and folder != checkpoints else []:
-            learned = learned_variant(done.name.rsplit("-seed", 1)[0])
-            if (learned is None or learned[0] == "scratch") and not (checkpoints / done.name).exists():
+            learned, target = learned_variant(done.name.rsplit("-seed", 1)[0]), checkpoints / done.name
+            if (learned is None or learned[0] == "scratch") and (
+                    not target.exists() or target.stat().st_mtime < done.stat().st_mtime):
                 shutil.copy2(done, checkpoints / done.name)
 
 
