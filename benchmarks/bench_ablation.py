@@ -68,7 +68,7 @@ def _share_runs_without_pretraining(checkpoints: Path, elsewhere: list[Path]) ->
     """Scratch and baseline LOSO runs do not depend on the pre-training seed: copy finished
     ones in (from `make run` and the other pre-training seeds). A copy is reused only if its
     fingerprint (settings, data, code) matches, as every LOSO checkpoint is."""
-    from mer_core.training.finetune import learned_variant
+    from mer_core.config import learned_variant
 
     checkpoints.mkdir(parents=True, exist_ok=True)
     for folder in elsewhere:

@@ -134,6 +134,14 @@ PretrainVariant = Literal["ma2mi", "contrastive", "both"]
 LearnedVariant = Literal["scratch_e2e", "ma2mi_e2e", "contrastive_e2e", "both_e2e",
                          "scratch_probe", "ma2mi_probe", "contrastive_probe", "both_probe"]
 BaselineVariant = Literal["lbp_top_svm", "flow_strain_lr", "difference_lr", "flow_cnn"]
+PROTOCOLS = ("e2e", "probe")
+
+
+def learned_variant(variant: str) -> tuple[str, str] | None:
+    """(pre-training, protocol) of a learned variant (`ma2mi_e2e` → ("ma2mi", "e2e")); None for a baseline."""
+    pretraining, _, protocol = variant.rpartition("_")
+    return (pretraining, protocol) if protocol in PROTOCOLS else None
+
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -280,8 +288,8 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _variants_pretrained(self) -> "Params":
-        learned = [v for v in (self.finetune.variant, *self.finetune.ablation) if v.endswith(("_e2e", "_probe"))]
-        needed = {v.rsplit("_", 1)[0] for v in learned} - {"scratch"}
+        learned = filter(None, map(learned_variant, (self.finetune.variant, *self.finetune.ablation)))
+        needed = {pretraining for pretraining, _ in learned} - {"scratch"}
         missing = needed - set(self.pretrain.variants)
         if missing:
             raise ValueError(f"finetune uses encoders {sorted(missing)} that pretrain.variants does not train")

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mer_core.config import FinetuneParams, PathsParams
+from mer_core.config import FinetuneParams, PathsParams, learned_variant
 from mer_core.data.store import CLIPS_DIR, data_version
 from mer_core.data.training_sets import MicroClips, load_micro_clips
 from mer_core.evaluation.ceiling import au_oracle_predictions
@@ -49,15 +49,6 @@ from mer_core.training.checkpoint import code_version, load_checkpoint, load_enc
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("e2e", "probe")
-
-
-def learned_variant(variant: str) -> tuple[str, str] | None:
-    """(pre-training, protocol) of a learned variant (`ma2mi_e2e` → ("ma2mi", "e2e")); None for a baseline."""
-    pretraining, _, protocol = variant.rpartition("_")
-    return (pretraining, protocol) if protocol in PROTOCOLS else None
-
-
 # --------------------------------------------------------------------------- MIACNet
 @dataclass(frozen=True)
 class FoldSetup:
@@ -67,23 +58,15 @@ class FoldSetup:
     img_size: int
     encoder_state: dict | None  # None: from scratch
     protocol: str  # "e2e" | "probe"
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    dropout: float
-    position_branch: bool
-    encoder_lr_scale: float
-    frozen_warmup_epochs: int
-    flip: bool
-    apex_jitter: int
-    epoch_selection: str  # "fixed" | "inner_subjects"
-    inner_fraction: float
+    params: FinetuneParams  # epochs, learning rates, augmentation, ...
     device: torch.device
 
     def build(self, num_classes: int) -> MIACNet:
-        return build_miacnet(self.encoder_name, num_classes, self.encoder_state, self.dropout,
-                             img_size=self.img_size, position_branch=self.position_branch).to(self.device)
+        return build_miacnet(self.encoder_name, num_classes, self.encoder_state, self.params.dropout,
+                             img_size=self.img_size, position_branch=self.params.position_branch).to(self.device)
+
+    def with_epochs(self, epochs: int) -> FoldSetup:
+        return replace(self, params=self.params.model_copy(update={"epochs": epochs}))
 
     def with_fixed_encoders(self, num_classes: int) -> FoldSetup:
         """Scratch draws its random encoders once (from the current seed), so every fold
@@ -112,6 +95,11 @@ def encode_clips(model: MIACNet, clips: MicroClips, batch_size: int = 64) -> Bra
     return BranchTokens(*(torch.cat([getattr(p, f) for p in parts]) for f in ("position", "action", "feature_change")))
 
 
+def random_halves(count: int, generator: torch.Generator) -> torch.Tensor:
+    """(count, 1, 1, 1) bool: which samples of a batch to mirror, each with probability ½."""
+    return (torch.rand(count, generator=generator) < 0.5).view(-1, 1, 1, 1)
+
+
 def augmented_pairs(clips: MicroClips, rows: torch.Tensor, generator: torch.Generator, flip: bool,
                     apex_jitter: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(onset, apex) uint8 (B, H, W, C) of `rows`, the apex moved up to `apex_jitter` sampled
@@ -123,7 +111,7 @@ def augmented_pairs(clips: MicroClips, rows: torch.Tensor, generator: torch.Gene
         apex = (apex + shift).clamp(1, clips.frames.shape[1] - 1)
     onset, peak = clips.frames[rows, 0], clips.frames[rows, apex]
     if flip:
-        mirrored = (torch.rand(len(rows), generator=generator) < 0.5).view(-1, 1, 1, 1)
+        mirrored = random_halves(len(rows), generator)
         onset, peak = torch.where(mirrored, onset.flip(-2), onset), torch.where(mirrored, peak.flip(-2), peak)
     return onset, peak
 
@@ -167,31 +155,30 @@ def train_miacnet(setup: FoldSetup, clips: MicroClips, train: list[int], generat
         The model; per epoch, the probabilities (len(evaluate_on), K) on `evaluate_on`;
         the mean training loss of every epoch.
     """
-    model = setup.build(len(clips.classes))
+    model, p = setup.build(len(clips.classes)), setup.params
     probe = tokens is not None
     encoders = ("position_encoder.", "action_encoder.")
     named = model.named_head_parameters() if probe else model.named_parameters()
     optimizer = engine.configure_optimizers(
-        named, setup.lr, setup.weight_decay,
-        lr_scale=lambda name: setup.encoder_lr_scale if name.startswith(encoders) else 1.0)
+        named, p.lr, p.weight_decay, lr_scale=lambda name: p.encoder_lr_scale if name.startswith(encoders) else 1.0)
 
     def logits_of(rows: torch.Tensor, training: bool) -> torch.Tensor:
         if probe:
             return model.forward_head(tokens.index(rows).to(setup.device))
         if training:
-            onset, apex = augmented_pairs(clips, rows, generator, setup.flip, setup.apex_jitter)
+            onset, apex = augmented_pairs(clips, rows, generator, p.flip, p.apex_jitter)
         else:
             onset, apex = clips.onset[rows], clips.apex[rows]
         return model(onset.to(setup.device), apex.to(setup.device))
 
     def before_epoch(epoch: int) -> None:
         model.train()
-        frozen = probe or epoch < setup.frozen_warmup_epochs
+        frozen = probe or epoch < p.frozen_warmup_epochs
         for encoder in (model.position_encoder, model.action_encoder):
             encoder.train(not frozen)
             encoder.requires_grad_(not frozen)
 
-    per_epoch, losses = fit_and_predict(logits_of, optimizer, setup.epochs, setup.batch_size, clips.labels,
+    per_epoch, losses = fit_and_predict(logits_of, optimizer, p.epochs, p.batch_size, clips.labels,
                                         len(clips.classes), train, generator, setup.device, evaluate_on,
                                         before_epoch)
     model.eval()
@@ -202,7 +189,7 @@ def inner_selected_epochs(setup: FoldSetup, clips: MicroClips, train: list[int],
                           generator: torch.Generator, tokens: BranchTokens | None) -> int:
     """The epoch count with the best UF1 on inner validation subjects drawn from this
     fold's training subjects (the held-out subject is not among them)."""
-    inner_train, inner_validation = inner_subject_split(clips.subjects, train, setup.inner_fraction, seed)
+    inner_train, inner_validation = inner_subject_split(clips.subjects, train, setup.params.inner_fraction, seed)
     _, per_epoch, _ = train_miacnet(setup, clips, inner_train, generator, tokens, evaluate_on=inner_validation)
     actual = [clips.classes[int(clips.labels[i])] for i in inner_validation]
     scores = [unweighted_f1(actual, [clips.classes[int(k)] for k in p.argmax(1)]) for p in per_epoch]
@@ -227,11 +214,11 @@ def run_loso(setup: FoldSetup, clips: MicroClips, variant: str, seed: int) -> tu
     rows, folds = [], []
     for fold, (held_out, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
         trained = setup
-        if setup.epoch_selection == "inner_subjects":
-            epochs = inner_selected_epochs(setup, clips, train, seed * 1000 + fold, generator, tokens)
-            trained = replace(setup, epochs=epochs)
+        if setup.params.epoch_selection == "inner_subjects":
+            trained = setup.with_epochs(inner_selected_epochs(setup, clips, train, seed * 1000 + fold, generator,
+                                                              tokens))
         _, per_epoch, losses = train_miacnet(trained, clips, train, generator, tokens, evaluate_on=test)
-        folds.append({"fold": fold, "held_out": held_out, "clips": len(test), "epochs": trained.epochs,
+        folds.append({"fold": fold, "held_out": held_out, "clips": len(test), "epochs": trained.params.epochs,
                       "train_loss": [round(v, 5) for v in losses]})
         rows += fold_rows(clips, fold, test, per_epoch, variant, seed)
     return rows, folds, time.perf_counter() - started
@@ -270,8 +257,7 @@ def run_flow_cnn_loso(params: FinetuneParams, clips: MicroClips, seed: int, devi
         def logits_of(rows: torch.Tensor, training: bool) -> torch.Tensor:
             x = motion[rows]
             if training and params.flip:
-                mirrored = (torch.rand(len(rows), generator=generator) < 0.5).view(-1, 1, 1, 1)
-                x = torch.where(mirrored, mirror_flow(x), x)
+                x = torch.where(random_halves(len(rows), generator), mirror_flow(x), x)
             return model(x.to(device))
 
         def before_epoch(epoch: int) -> None:
@@ -312,12 +298,7 @@ def fold_setup(params: FinetuneParams, variant: str, encoder_name: str, img_size
         raise ValueError(f"encoder {pretraining}.pt is a {state['encoder']}, params ask for {encoder_name}; "
                          "re-run pretrain")
     return FoldSetup(encoder_name=encoder_name, img_size=img_size, encoder_state=state, protocol=protocol,
-                     epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
-                     weight_decay=params.weight_decay, dropout=params.dropout,
-                     position_branch=params.position_branch, encoder_lr_scale=params.encoder_lr_scale,
-                     frozen_warmup_epochs=params.frozen_warmup_epochs,
-                     flip=params.flip, apex_jitter=params.apex_jitter, epoch_selection=params.epoch_selection,
-                     inner_fraction=params.inner_fraction, device=device)
+                     params=params, device=device)
 
 
 @dataclass(frozen=True)
@@ -426,9 +407,8 @@ def train_final_model(params: FinetuneParams, clips: MicroClips, encoder_name: s
     tokens = encode_clips(setup.build(len(clips.classes)), clips) if setup.protocol == "probe" else None
     started = time.perf_counter()
     everyone = list(range(len(clips)))
-    if setup.epoch_selection == "inner_subjects":
-        setup = replace(setup, epochs=inner_selected_epochs(setup, clips, everyone, params.seeds[0], generator,
-                                                            tokens))
+    if params.epoch_selection == "inner_subjects":
+        setup = setup.with_epochs(inner_selected_epochs(setup, clips, everyone, params.seeds[0], generator, tokens))
     model, _, losses = train_miacnet(setup, clips, everyone, generator, tokens)
     seconds = time.perf_counter() - started
     save_checkpoint(files.final_model, {
@@ -439,4 +419,4 @@ def train_final_model(params: FinetuneParams, clips: MicroClips, encoder_name: s
         "subjects": sorted(set(clips.subjects)),
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
     return {"path": str(files.final_model), "variant": params.variant, "clips": len(clips),
-            "epochs": setup.epochs, "seconds": round(seconds, 1), "train_loss": [round(v, 5) for v in losses]}
+            "epochs": setup.params.epochs, "seconds": round(seconds, 1), "train_loss": [round(v, 5) for v in losses]}

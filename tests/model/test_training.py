@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mer_core.config import PretrainParams
+from mer_core.config import FinetuneParams, PretrainParams
 from mer_core.data.store import clip_schema, rows_to_table, write_table
 from mer_core.models.contrawarp import (
     ContraWarping,
@@ -220,7 +220,6 @@ def test_no_weight_decay_on_norms_biases_and_position_embeddings():
 def test_a_new_finetune_setting_invalidates_finished_loso_runs(tmp_path):
     """The job fingerprint hashes every finetune setting but a named few, so a setting added
     later cannot silently reuse checkpoints trained without it."""
-    from mer_core.config import FinetuneParams
     from mer_core.training.finetune import FINGERPRINT_EXCLUDES, FinetuneFiles, LosoJob, _job_fingerprint
 
     files = FinetuneFiles(tmp_path, tmp_path, tmp_path, tmp_path, tmp_path / "final.pt")
@@ -257,16 +256,16 @@ def test_inner_epoch_selection_never_looks_at_the_held_out_subject(monkeypatch):
                        labels=torch.tensor([0 if d == 1 else 1 for d in direction]), classes=["down", "up"],
                        frames=moving_clips(16, direction=direction), apex_index=torch.full((16,), 2),
                        action_units=[""] * 16)
+    params = FinetuneParams(epochs=4, batch_size=8, lr=3e-3, weight_decay=0.05, dropout=0.0, position_branch=False,
+                            encoder_lr_scale=0.3, frozen_warmup_epochs=0, flip=True, apex_jitter=0,
+                            epoch_selection="inner_subjects", inner_fraction=0.25)
     setup = finetune.FoldSetup(encoder_name="convnet_micro_64", img_size=64, encoder_state=None, protocol="e2e",
-                               epochs=4, batch_size=8, lr=3e-3, weight_decay=0.05, dropout=0.0,
-                               position_branch=False, encoder_lr_scale=0.3, frozen_warmup_epochs=0, flip=True,
-                               apex_jitter=0, epoch_selection="inner_subjects", inner_fraction=0.25,
-                               device=torch.device("cpu"))
+                               params=params, device=torch.device("cpu"))
     runs = []
     real_train = finetune.train_miacnet
 
     def recording(setup, clips, train, generator, tokens=None, evaluate_on=None):
-        runs.append((setup.epochs, set(train), set(evaluate_on or [])))
+        runs.append((setup.params.epochs, set(train), set(evaluate_on or [])))
         return real_train(setup, clips, train, generator, tokens, evaluate_on)
 
     monkeypatch.setattr(finetune, "train_miacnet", recording)
