@@ -82,7 +82,7 @@ def _share_runs_without_pretraining(checkpoints: Path, elsewhere: list[Path]) ->
 def _run(params, work: Path, pretrain_seed: int) -> tuple[list[dict], dict]:
     from mer_core.data.motion import write_motion_features
     from mer_core.data.store import CLIPS_DIR
-    from mer_core.training.finetune import FinetuneFiles, run_finetuning
+    from mer_core.training.finetune import FinetuneFiles, model_inputs, run_finetuning
     from mer_core.training.pretrain import run_pretraining
 
     clips = params.paths.processed / CLIPS_DIR
@@ -97,13 +97,14 @@ def _run(params, work: Path, pretrain_seed: int) -> tuple[list[dict], dict]:
     pretrain = params.pretrain.model_copy(update={"seed": pretrain_seed})
     encoders = work / f"pretrain-seed{pretrain_seed}"
     started = time.perf_counter()
-    run_pretraining(pretrain, macro, params.ingest.crop_size, encoders / "encoders", encoders / "checkpoints")
+    run_pretraining(pretrain, macro, params.ingest.crop_size, encoders / "encoders", encoders / "checkpoints",
+                    params.features.flow)
     timings["pretrain_s"] = round(time.perf_counter() - started, 1)
     files = FinetuneFiles(clips, features, encoders / "encoders", encoders / "ck-finetune", encoders / "final.pt")
     _share_runs_without_pretraining(files.checkpoints, [params.paths.checkpoints / "finetune",
                                                         *work.glob("pretrain-seed*/ck-finetune")])
     started = time.perf_counter()
-    rows, _ = run_finetuning(params.finetune, files, micro, pretrain.encoder)
+    rows, _ = run_finetuning(params.finetune, files, micro, model_inputs(params))
     timings["finetune_s"] = round(time.perf_counter() - started, 1)
     return rows, timings
 

@@ -68,7 +68,7 @@ def _pretrain(params: Params, variant: str, compile_: bool, epochs: int, work: P
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     state, result = pretrain_variant(settings, variant, macro, params.ingest.crop_size, "bench",
-                                     work / f"ck-{variant}-{'compiled' if compile_ else 'eager'}")
+                                     work / f"ck-{variant}-{'compiled' if compile_ else 'eager'}", params.features.flow)
     figures = {"variant": variant, "compiled": compile_, "encoder": settings.encoder, "clips": result.clips,
                "batch_size": settings.batch_size, "loader_workers": settings.loader_workers, "epochs": epochs,
                "peak_gpu_memory_mib": result.peak_gpu_memory_mib, "final_loss": result.history[-1]["loss"],
@@ -77,22 +77,28 @@ def _pretrain(params: Params, variant: str, compile_: bool, epochs: int, work: P
 
 
 def _finetune(params: Params, variant: str, state: dict, work: Path) -> dict:
+    from mer_core.data.motion import write_motion_features
     from mer_core.data.store import CLIPS_DIR
     from mer_core.evaluation.report import ablation_report
     from mer_core.training.checkpoint import save_encoder
-    from mer_core.training.finetune import FinetuneFiles, run_finetuning
+    from mer_core.training.finetune import FinetuneFiles, model_inputs, run_finetuning
 
-    save_encoder(work / "encoders" / f"{variant}.pt", state, params.pretrain.encoder, variant)
-    settings = params.finetune.model_copy(update={"variant": variant, "ablation": [variant], "seeds": [0]})
-    files = FinetuneFiles(params.paths.processed / CLIPS_DIR, work / "encoders", work / "ck-finetune",
-                          work / "final.pt")
+    save_encoder(work / "encoders" / f"{variant}.pt", state, params.pretrain.encoder, variant,
+                 params.pretrain.action_input)
+    learned = f"{variant}_e2e"
+    settings = params.finetune.model_copy(update={"variant": learned, "ablation": [learned], "seeds": [0]})
+    clips = params.paths.processed / CLIPS_DIR
+    files = FinetuneFiles(clips, work / "features", work / "encoders", work / "ck-finetune", work / "final.pt")
     micro = [d.name for d in params.ingest.datasets if d.kind == "micro"]
+    inputs = model_inputs(params)
+    if inputs.reads_motion:
+        write_motion_features(clips, files.features, micro, inputs.flow, inputs.magnification)
     started = time.perf_counter()
-    rows, report = run_finetuning(settings, files, micro, params.pretrain.encoder)
+    rows, report = run_finetuning(settings, files, micro, inputs)
     seconds = time.perf_counter() - started
-    scores = ablation_report(rows, [variant])["variants"][variant]
-    return {"variant": variant, "device": report["device"], "clips": report["clips"], "subjects": report["subjects"],
-            "loso_s": report["seconds"][f"{variant}/seed0"], "final_model_s": report["final_model"]["seconds"],
+    scores = ablation_report(rows, [learned])["variants"][learned]
+    return {"variant": learned, "device": report["device"], "clips": report["clips"], "subjects": report["subjects"],
+            "loso_s": report["seconds"][f"{learned}/seed0"], "final_model_s": report["final_model"]["seconds"],
             "total_s": round(seconds, 1), "uf1": scores["uf1"], "uar": scores["uar"]}
 
 

@@ -199,7 +199,8 @@ def pretrain(params: Path = ParamsOption) -> None:
     check_input_size(p.pretrain, p.ingest.crop_size)
     dirs = _clip_dirs(p, "macro")
     session = _tracking(p, params, "pretrain", dirs)
-    report = run_pretraining(p.pretrain, dirs, p.ingest.crop_size, p.paths.encoders, p.paths.checkpoints / "pretrain")
+    report = run_pretraining(p.pretrain, dirs, p.ingest.crop_size, p.paths.encoders, p.paths.checkpoints / "pretrain",
+                             p.features.flow)
     write_json(p.paths.pretrain_report, report)
     log_pretraining(session, p, report, [p.paths.pretrain_report])
     typer.echo(describe(report))
@@ -213,7 +214,7 @@ def finetune(params: Path = ParamsOption) -> None:
     from mer_core.evaluation.predictions import predictions_table
     from mer_core.evaluation.report import scores_by_run
     from mer_core.tracking import log_finetuning
-    from mer_core.training.finetune import FinetuneFiles, run_finetuning
+    from mer_core.training.finetune import FinetuneFiles, model_inputs, run_finetuning
     from mer_core.training.pretrain import check_input_size
 
     p = load_params(params)
@@ -221,7 +222,7 @@ def finetune(params: Path = ParamsOption) -> None:
     dirs = _clip_dirs(p, "micro")
     session = _tracking(p, params, "finetune", dirs)
     rows, report = run_finetuning(p.finetune, FinetuneFiles.from_paths(p.paths), [d.name for d in dirs],
-                                  p.pretrain.encoder)
+                                  model_inputs(p))
     write_table(predictions_table(rows, report["classes"]), p.paths.predictions)
     write_json(p.paths.finetune_report, report)
     log_finetuning(session, p, report, {k: v for k, v in scores_by_run(rows).items() if k[0] in report["variants"]})
@@ -271,7 +272,7 @@ def register(params: Path = ParamsOption) -> None:
         model_name=p.register_.model_name, variant=meta["variant"], classes=meta["classes"],
         datasets={d.name: d.adapter for d in p.ingest.datasets}, protocol=protocol, data_version=version,
         git_commit=git_state(Path(params).resolve().parent)[0], metrics=metrics, ablation=ablation,
-        validation=_read_json(paths.validation_report, "validate"))
+        validation=_read_json(paths.validation_report, "validate"), model=meta)
     write_text_atomically(paths.model_card, card)
     outcome = register_model(
         _tracking(p, params, "register", dirs), p.register_.model_name, paths.final_model,

@@ -167,6 +167,9 @@ class PretrainParams(_Section):
     """Self-supervised pre-training on the macro clips (MA2MI and/or ContraWarping)."""
 
     encoder: str = "convnet_micro_64"
+    # What the action encoder reads, here and in MIACNet: the grey difference, or beside it
+    # the optical flow and strain of the features stage's method (mer_core/models/encoders.py).
+    action_input: Literal["difference", "difference_flow"] = "difference_flow"
     # Every variant the ablation needs; "both" trains MA2MI and ContraWarping jointly.
     variants: list[PretrainVariant] = ["ma2mi", "contrastive", "both"]
     epochs: int = Field(30, ge=1)
@@ -193,7 +196,7 @@ class PretrainParams(_Section):
 class FinetuneParams(_Section):
     """MIACNet fine-tuning on the micro clips under leave-one-subject-out."""
 
-    variant: LearnedVariant = "ma2mi_e2e"  # the shipped model
+    variant: LearnedVariant = "scratch_e2e"  # the shipped model
     # Rows of the ablation table, all under the same folds and seeds.
     ablation: list[LearnedVariant | BaselineVariant] = [
         "scratch_e2e", "ma2mi_e2e", "contrastive_e2e", "both_e2e", "scratch_probe", "ma2mi_probe",

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mer_core.data.faces import CropSettings, NoFaceError, align_window, face_ellipse_mask
+from mer_core.data.motion import onset_motion
 from mer_core.data.video import FrameReadError, VideoReader, micro_frame_numbers, read_video_frames
 from mer_core.models.miacnet import MIACNet, build_miacnet
 from mer_core.training.checkpoint import CheckpointError, read_checkpoint
@@ -35,22 +36,29 @@ def load_final_model(path: Path) -> tuple[MIACNet, dict]:
     state = read_checkpoint(path, required=FINAL_MODEL_KEYS)
     try:
         model = build_miacnet(state["encoder"], len(state["classes"]), img_size=int(state["img_size"]),
-                              position_branch=bool(state.get("position_branch", True)))
+                              position_branch=bool(state.get("position_branch", True)),
+                              action_input=state.get("action_input", "difference"))
         model.load_state_dict(state["state_dict"])
     except (ValueError, RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:200]
         raise CheckpointError(f"{path}: its weights do not fit a {state['encoder']} MIACNet ({first})") from None
     meta = {k: state[k] for k in ("classes", "encoder", "variant", "img_size", "label_column")}
+    # How the motion the action branch reads was made (the features stage's settings).
+    meta["motion"] = state.get("motion", {"flow": "farneback", "magnification": 0.0})
+    meta["action_input"] = state.get("action_input", "difference")
     meta["subjects"] = state.get("subjects")  # dataset-qualified pseudonyms; None in older files
     return model.eval(), meta
 
 
 @torch.no_grad()
-def class_probabilities(model: MIACNet, clips: np.ndarray, mask_margin: float | None = None) -> np.ndarray:
+def class_probabilities(model: MIACNet, clips: np.ndarray, mask_margin: float | None = None,
+                        motion: dict | None = None) -> np.ndarray:
     """(N, T, H, W, 3) uint8 RGB aligned clips, apex at T // 2 → (N, K) probabilities.
 
     `mask_margin` blanks everything outside the face ellipse, as `anonymize` did to the
-    training clips when it masked them.
+    training clips when it masked them. A model whose action branch reads flow gets the
+    onset→apex motion, estimated here as the features stage did (`motion`: the final
+    model's `{"flow", "magnification"}`).
     """
     if clips.ndim != 5 or clips.shape[-1] != 3:
         raise ValueError(f"expected clips of shape (N, T, H, W, 3), got {clips.shape}")
@@ -58,7 +66,14 @@ def class_probabilities(model: MIACNet, clips: np.ndarray, mask_margin: float | 
         clips = clips * face_ellipse_mask(clips.shape[2], mask_margin)[None, None, :, :, None]
     onset = torch.from_numpy(np.ascontiguousarray(clips[:, 0]))
     apex = torch.from_numpy(np.ascontiguousarray(clips[:, clips.shape[1] // 2]))
-    parts = [torch.softmax(model(onset[i:i + _BATCH], apex[i:i + _BATCH]).float(), dim=-1)
+    flows = None
+    if model.reads_motion:
+        settings = motion or {}
+        flows = torch.from_numpy(np.stack([
+            onset_motion(clip, clips.shape[1] // 2, settings.get("flow", "farneback"),
+                         settings.get("magnification", 0.0)) for clip in clips]).transpose(0, 3, 1, 2).copy())
+    parts = [torch.softmax(model(onset[i:i + _BATCH], apex[i:i + _BATCH],
+                                 None if flows is None else flows[i:i + _BATCH]).float(), dim=-1)
              for i in range(0, len(clips), _BATCH)]
     return torch.cat(parts).numpy().astype(np.float64)
 
@@ -94,7 +109,7 @@ def predictor_from_file(path: Path, crop: CropSettings, mask_margin: float | Non
     if meta["img_size"] != crop.crop_size:
         raise ValueError(f"{path} was trained on {meta['img_size']} px crops, ingest.crop_size is {crop.crop_size}")
     return ClipPredictor(Path(path).name, meta["classes"], crop.frames_per_clip, crop,
-                         lambda clips: class_probabilities(model, clips, mask_margin))
+                         lambda clips: class_probabilities(model, clips, mask_margin, meta["motion"]))
 
 
 def predictor_from_pyfunc(uri: str, pyfunc) -> ClipPredictor:

@@ -259,7 +259,7 @@ with warnings.catch_warnings(record=True):
             from mer_core.inference import class_probabilities
 
             clips = np.asarray(model_input, dtype=np.uint8)
-            probabilities = class_probabilities(self.model, clips, self.config.get("mask_margin"))
+            probabilities = class_probabilities(self.model, clips, self.config.get("mask_margin"), self.meta["motion"])
             return pd.DataFrame(probabilities, columns=self.meta["classes"])
 
 

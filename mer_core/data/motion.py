@@ -73,16 +73,27 @@ def optical_strain(flow: np.ndarray) -> np.ndarray:
     return np.sqrt(du_dx ** 2 + dv_dy ** 2 + 2 * shear ** 2).astype(np.float32)
 
 
+def pair_motion(earlier: np.ndarray, later: np.ndarray, method: str = "farneback") -> np.ndarray:
+    """The (u, v, strain) from `earlier` to `later` (uint8 grey or RGB frames): (H, W, 3) float32."""
+    flow = optical_flow(earlier, later, method)
+    return np.concatenate([flow, optical_strain(flow)[..., None]], axis=-1)
+
+
 def clip_motion(frames: np.ndarray, method: str = "farneback") -> np.ndarray:
     """The motion of every frame from the first: (T, H, W, 3) uint8 → (T - 1, H, W, 3)
     float32 of (u, v, strain) per pixel; index k is frame k + 1 against frame 0."""
     onset = _grey(frames[0])
-    out = np.empty((len(frames) - 1, *frames.shape[1:3], 3), np.float32)
-    for k in range(1, len(frames)):
-        flow = optical_flow(onset, _grey(frames[k]), method)
-        out[k - 1, ..., :2] = flow
-        out[k - 1, ..., 2] = optical_strain(flow)
-    return out
+    return np.stack([pair_motion(onset, frames[k], method) for k in range(1, len(frames))])
+
+
+def onset_motion(frames: np.ndarray, index: int, method: str = "farneback", magnification: float = 0.0
+                 ) -> np.ndarray:
+    """`clip_motion(magnify(frames, magnification), method)[index - 1]` without the other
+    frames (magnification of a frame reads only it and the onset): (H, W, 3) float32."""
+    pair = frames[[0, index]]
+    if magnification:
+        pair = magnify(pair, magnification)
+    return pair_motion(pair[0], pair[1], method)
 
 
 def magnify(frames: np.ndarray, alpha: float, sigma: float = 1.5) -> np.ndarray:

@@ -3,7 +3,8 @@
 Micro data sets are small (hundreds of clips), so `load_micro_clips` reads every sampled
 frame of every labelled clip at once, with its motion from the `features` stage when
 asked. Macro pre-training data may not fit in memory, so `MacroClipStream` reads it one
-Parquet row group at a time, shuffled, split across DataLoader workers.
+Parquet row group at a time, shuffled, split across DataLoader workers, and
+`MacroFramePairs` draws MA2MI's frame pairs (and their flow) from it inside the loader.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from mer_core.data.motion import pair_motion
 from mer_core.data.store import frames_to_numpy, read_clips, shard_paths
 
 _MICRO_COLUMNS = ["clip_id", "dataset", "subject", "kind", "label", "label3", "apex", "frame_indices", "frames",
@@ -59,12 +61,12 @@ class MicroClips:
         """(N, H, W, C) uint8: the apex frame."""
         return self.frames[torch.arange(len(self)), self.apex_index]
 
-    def apex_motion(self) -> torch.Tensor:
-        """(N, 3, H, W) float32: the onset→apex (u, v, strain)."""
+    def motion_at(self, rows: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float32: the onset→`frame` (u, v, strain) of clips `rows`, one frame index each."""
         if self.motion is None:
             raise ValueError("these clips were loaded without their motion; pass the features folder")
-        step = (self.apex_index - 1).clamp_min(0)  # an apex on the onset has the least motion there is
-        return self.motion[torch.arange(len(self)), step].float().permute(0, 3, 1, 2)
+        step = (frame - 1).clamp_min(0)  # a frame on the onset has the least motion there is
+        return self.motion[rows, step].float().permute(0, 3, 1, 2)
 
 
 def apex_position(frame_indices: list[int], apex: int | None) -> int:
@@ -154,3 +156,38 @@ class MacroClipStream(IterableDataset):
             for i in rng.sample(range(len(frames)), len(frames)):
                 if kinds[i] == "macro":
                     yield torch.from_numpy(frames[i].copy())
+
+
+class MacroFramePairs(IterableDataset):
+    """Pre-training samples from a `MacroClipStream`: per macro clip one frame pair
+    (x_t, x_{t+k}), k uniform in [1, max_step], t uniform where it fits, as
+    `{"current", "future"}` uint8 (H, W, C), and with a `flow` method their motion
+    `"motion"` (3, H, W) float32 (u, v, strain).
+
+    Drawn here, in the DataLoader's workers when it has them, so only two frames per clip
+    travel to the device and the flow is estimated beside training, not inside it. The
+    draw is seeded by (seed, epoch, worker): a run resumed at an epoch sees the same pairs.
+    """
+
+    def __init__(self, clips: MacroClipStream, max_step: int, flow: str | None = None, seed: int = 0):
+        self.stream, self.max_step, self.flow, self.seed = clips, max_step, flow, seed
+
+    @property
+    def clips(self) -> int:
+        return self.stream.clips
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.set_epoch(epoch)
+
+    def __iter__(self):
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, self.stream.epoch, info.id if info else 0])
+        for clip in self.stream:
+            frames = clip.numpy()
+            step = int(rng.integers(1, min(self.max_step, len(frames) - 1) + 1))
+            start = int(rng.integers(0, len(frames) - step))
+            current, future = frames[start], frames[start + step]
+            pair = {"current": torch.from_numpy(current.copy()), "future": torch.from_numpy(future.copy())}
+            if self.flow is not None:
+                pair["motion"] = torch.from_numpy(pair_motion(current, future, self.flow).transpose(2, 0, 1).copy())
+            yield pair

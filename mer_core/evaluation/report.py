@@ -192,14 +192,27 @@ def _validation_outcome(validation: dict) -> str:
             f"{validation.get('failed', '?')} failed check(s))")
 
 
+def _model_lines(model: dict) -> list[str]:
+    if not model:
+        return []
+    reads = "the grey apex − onset difference"
+    if model.get("action_input") == "difference_flow":
+        motion = model.get("motion", {})
+        reads += (f" and the onset→apex optical flow and strain ({motion.get('flow')}, magnification "
+                  f"{motion.get('magnification', 0):g}; estimated at prediction as in training)")
+    return ["## Model", f"- Encoders: `{model.get('encoder')}`; the action branch reads {reads}.", ""]
+
+
 def model_card_markdown(*, model_name: str, variant: str, classes: list[str], datasets: dict[str, str],
                         protocol: str, data_version: str, git_commit: str, metrics: dict, ablation: dict,
-                        validation: dict) -> str:
+                        validation: dict, model: dict | None = None) -> str:
     """The registered version's description: what it is, what it was trained and scored
-    on, how well, and what it must not be used for. `datasets` maps name → adapter."""
+    on, how well, and what it must not be used for. `datasets` maps name → adapter;
+    `model` is the final model's metadata (encoder, action input, motion settings)."""
     lines = [
         f"# {model_name}: MIACNet micro-expression classifier ({variant} pre-training)",
         "",
+        *_model_lines(model or {}),
         "## Data",
         f"- Data sets (name: layout): {', '.join(f'{n}: {a}' for n, a in sorted(datasets.items()))}",
         f"- Processed data version (DVC md5): `{data_version}`; code: git `{git_commit}`",

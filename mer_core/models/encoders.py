@@ -9,10 +9,15 @@ channel is a third of the first layer's work.
 - `normalize_frames`: a face, for the position branch;
 - `frame_difference`: the change between two frames, for the action branch, normalised
   per sample so that a macro-expression (pre-training) and a micro-expression a fifth
-  its size (fine-tuning) reach the encoder at one scale.
+  its size (fine-tuning) reach the encoder at one scale;
+- `action_input`: what the action branch reads, by name (`ACTION_INPUTS`): the
+  difference alone, or beside it the optical flow (u, v) and strain between the two
+  frames (mer_core/data/motion.py), normalised per sample the same way.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -226,3 +231,36 @@ def frame_difference(later: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor
     change = grey(later) - grey(earlier)  # (..., H, W)
     change = change - change.mean(dim=(-2, -1), keepdim=True)
     return (change / change.std(dim=(-2, -1), keepdim=True).clamp_min(MIN_DIFFERENCE_STD)).unsqueeze(-3)
+
+
+# What the action encoder reads, and its input channels. "difference_flow" gives it the
+# sub-pixel displacement a grey difference only hints at on little texture (the tuning
+# benchmark's evidence is in the README).
+ActionInput = Literal["difference", "difference_flow"]
+ACTION_INPUTS: dict[str, int] = {"difference": 1, "difference_flow": 4}
+
+# Below this spread (pixels) a flow field is estimation noise: it is not blown up to unit scale.
+MIN_FLOW_STD = 1e-3
+
+
+def normalize_motion(motion: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) float (u, v, strain) → the same shape, scale-free per sample like
+    `frame_difference`: the flow less its mean (a global head shift is not an
+    expression) over the spread of both components, the strain over its own spread."""
+    flow, strain = motion[..., :2, :, :], motion[..., 2:, :, :]
+    flow = flow - flow.mean(dim=(-2, -1), keepdim=True)
+    flow = flow / flow.std(dim=(-3, -2, -1), keepdim=True).clamp_min(MIN_FLOW_STD)
+    return torch.cat([flow, strain / strain.std(dim=(-2, -1), keepdim=True).clamp_min(MIN_FLOW_STD)], dim=-3)
+
+
+def mirror_flow(motion: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) motion of the mirrored face: flipped left-right, horizontal flow negated."""
+    mirrored = motion.flip(-1)
+    return torch.cat([-mirrored[:, :1], mirrored[:, 1:]], dim=1)
+
+
+def action_input(later: torch.Tensor, earlier: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+    """The action branch's input: uint8 (B, H, W, 3) frames and, for "difference_flow",
+    their motion (B, 3, H, W) → float (B, 1 + 3, H, W), or (B, 1, H, W) without motion."""
+    difference = frame_difference(later, earlier)
+    return difference if motion is None else torch.cat([difference, normalize_motion(motion.float())], dim=1)

@@ -26,12 +26,6 @@ def flow_input(motion: torch.Tensor) -> torch.Tensor:
     return torch.cat([x[:, :2] / flow_spread, x[:, 2:] / strain_spread], dim=1)
 
 
-def mirror_flow(motion: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) motion of the mirrored face: flipped left-right, horizontal flow negated."""
-    mirrored = motion.flip(-1)
-    return torch.cat([-mirrored[:, :1], mirrored[:, 1:]], dim=1)
-
-
 class STSTNet(nn.Module):
     def __init__(self, num_classes: int, streams: tuple[int, ...] = (3, 5, 8), dropout: float = 0.0):
         super().__init__()

@@ -29,6 +29,10 @@ Our choices where the paper is silent (it has no released code):
   "reconstructs no motion", figures compare across data sets, and what the encoders
   learn on macro steps transfers to micro ones a fifth their size (the tuning benchmark
   measured +0.07 to +0.12 UF1 over training the same network from scratch).
+- **The action encoder reads what MIACNet's will** (`pretrain.action_input`): the
+  difference alone, or with the optical flow and strain of the step beside it, drawn with
+  the pair in the loader (`MacroFramePairs`). The target stays the grey change: the flow
+  is a second view of the motion, so the code must still say how the face changed.
 """
 
 from __future__ import annotations
@@ -37,7 +41,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mer_core.models.encoders import Block, Encoder, InputSizeError, frame_difference, normalize_frames
+from mer_core.models.encoders import (
+    Block,
+    Encoder,
+    InputSizeError,
+    action_input,
+    frame_difference,
+    normalize_frames,
+)
 
 TARGET_DOWNSCALE = 4
 
@@ -65,10 +76,12 @@ class MA2MI(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.to_pixels = nn.Linear(dim, self.patch * self.patch)
 
-    def forward_encoder(self, current: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
-        """uint8 frames (B, H, W, C) → position tokens plus the decoded action code (B, N, D)."""
+    def forward_encoder(self, current: torch.Tensor, future: torch.Tensor, motion: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+        """uint8 frames (B, H, W, C), and their motion (B, 3, H, W) when the action encoder
+        reads flow → position tokens plus the decoded action code (B, N, D)."""
         position = self.position_encoder.forward_features(normalize_frames(current))  # (B, N, D)
-        action = self.action_encoder.forward_features(frame_difference(future, current))  # (B, N, D)
+        action = self.action_encoder.forward_features(action_input(future, current, motion))  # (B, N, D)
         code = self.to_code(action.flatten(1))  # (B, code_dim): the bottleneck
         return position + self.from_code(code).view(-1, self.tokens, self.dim)
 
@@ -86,23 +99,9 @@ class MA2MI(nn.Module):
     def forward_loss(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(predicted, target)
 
-    def forward(self, current: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+    def forward(self, current: torch.Tensor, future: torch.Tensor, motion: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """Loss of reconstructing x_{t+k} from x_t and the action code of the step."""
-        predicted = self.forward_predictor(self.forward_encoder(current, future))
+        predicted = self.forward_predictor(self.forward_encoder(current, future, motion))
         return self.forward_loss(predicted, self.future_change(current, future))
 
-
-def sample_frame_pairs(clips: torch.Tensor, max_step: int, generator: torch.Generator
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One (x_t, x_{t+k}) per clip, k uniform in [1, max_step], t uniform where it fits.
-
-    Args:
-        clips: uint8 (B, T, H, W, C) macro windows.
-    Returns:
-        Two uint8 tensors (B, H, W, C).
-    """
-    b, t = clips.shape[:2]
-    step = torch.randint(1, min(max_step, t - 1) + 1, (b,), generator=generator)
-    start = (torch.rand(b, generator=generator) * (t - step).float()).long()
-    rows = torch.arange(b)
-    return clips[rows, start], clips[rows, start + step]

@@ -3,7 +3,8 @@
 No official code exists; the layout follows the same authors' MMNet (IJCAI 2022):
 - *facial position* branch: a position encoder over the onset frame — where on this face
   the parts are;
-- *facial action* branch: an action encoder over the pixel difference apex − onset, plus
+- *facial action* branch: an action encoder over the pixel difference apex − onset (and,
+  with `action_input="difference_flow"`, the onset→apex optical flow and strain), plus
   the change of the position encoder's tokens between onset and apex — what moves;
 - fusion by addition of the token maps, then a spatially aware head: each fused token is
   squeezed to a few channels and the token grid is flattened into the classifier, so the
@@ -17,7 +18,10 @@ both, ContraWarping the position encoder) only changes their initial weights.
 `position_branch=False` reads the action branch alone (the position encoder is not run).
 On the synthetic tuning benchmark that is what let MA2MI's pre-training pay off: end to
 end, the two-branch model from MA2MI scored 0.59 / 0.56 UF1 against 0.60 from scratch,
-the action branch alone 0.62 against 0.55 (params.yaml `tuning`; README).
+the action branch alone 0.62 against 0.55 (params.yaml `tuning`; README). Reading the
+flow beside the difference (`action_input="difference_flow"`) then lifted both, to 0.645
+from MA2MI and 0.654 from scratch: the flow gives the sub-pixel displacement that
+pre-training on the difference had to teach.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mer_core.models.encoders import Encoder, frame_difference, normalize_frames
+from mer_core.models.encoders import ACTION_INPUTS, Encoder, action_input, normalize_frames
 from mer_core.models.registry import create_model
 
 
@@ -49,11 +53,13 @@ class BranchTokens:
 
 class MIACNet(nn.Module):
     def __init__(self, position_encoder: Encoder, action_encoder: Encoder, num_classes: int,
-                 dropout: float = 0.2, token_channels: int = 32, position_branch: bool = True):
+                 dropout: float = 0.2, token_channels: int = 32, position_branch: bool = True,
+                 action_input: str = "difference"):
         super().__init__()
         self.position_encoder = position_encoder
         self.action_encoder = action_encoder
         self.position_branch = position_branch
+        self.action_input = action_input
         dim, tokens = position_encoder.embed_dim, position_encoder.num_tokens
         self.change_proj = nn.Linear(dim, dim)
         # One norm per branch before the sum: pre-trained encoders give tokens of their own
@@ -63,10 +69,20 @@ class MIACNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(tokens * token_channels, num_classes)
 
-    def forward_branches(self, onset: torch.Tensor, apex: torch.Tensor) -> BranchTokens:
-        """Encode uint8 onset and apex frames (B, H, W, C) into the branch tokens (without the
-        position branch, its tokens are zeros and its encoder is not run)."""
-        action = self.action_encoder.forward_features(frame_difference(apex, onset))
+    @property
+    def reads_motion(self) -> bool:
+        """Whether `forward` needs the onset→apex motion (the action input has flow)."""
+        return self.action_input != "difference"
+
+    def forward_branches(self, onset: torch.Tensor, apex: torch.Tensor, motion: torch.Tensor | None = None
+                         ) -> BranchTokens:
+        """Encode uint8 onset and apex frames (B, H, W, C), and their motion (B, 3, H, W) when
+        `reads_motion`, into the branch tokens (without the position branch, its tokens
+        are zeros and its encoder is not run)."""
+        if self.reads_motion == (motion is None):
+            raise ValueError(f"MIACNet reading {self.action_input!r} was given "
+                             f"{'no' if motion is None else 'unneeded'} motion")
+        action = self.action_encoder.forward_features(action_input(apex, onset, motion))
         if not self.position_branch:
             unused = torch.zeros_like(action)
             return BranchTokens(position=unused, action=action, feature_change=unused)
@@ -83,8 +99,8 @@ class MIACNet(nn.Module):
         grid = F.gelu(self.squeeze(fused)).flatten(1)  # (B, N * token_channels)
         return self.classifier(self.dropout(grid))
 
-    def forward(self, onset: torch.Tensor, apex: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_branches(onset, apex))
+    def forward(self, onset: torch.Tensor, apex: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_head(self.forward_branches(onset, apex, motion))
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return [*self.position_encoder.parameters(), *self.action_encoder.parameters()]
@@ -96,16 +112,18 @@ class MIACNet(nn.Module):
 
 
 def build_miacnet(encoder_name: str, num_classes: int, encoder_state: dict | None = None,
-                  dropout: float = 0.2, img_size: int = 64, position_branch: bool = True) -> MIACNet:
-    """MIACNet over two `encoder_name` encoders for `img_size` crops, initialised from a
-    pre-training state if given.
+                  dropout: float = 0.2, img_size: int = 64, position_branch: bool = True,
+                  action_input: str = "difference") -> MIACNet:
+    """MIACNet over two `encoder_name` encoders for `img_size` crops, the action one reading
+    `action_input`, initialised from a pre-training state if given.
 
     `encoder_state` holds `position` and `action` state dicts (see `pretrain`); None
     means from scratch.
     """
     position = create_model(encoder_name, img_size=img_size)
-    action = create_model(encoder_name, img_size=img_size)
+    action = create_model(encoder_name, img_size=img_size, in_chans=ACTION_INPUTS[action_input])
     if encoder_state is not None:
         position.load_state_dict(encoder_state["position"])
         action.load_state_dict(encoder_state["action"])
-    return MIACNet(position, action, num_classes, dropout=dropout, position_branch=position_branch)
+    return MIACNet(position, action, num_classes, dropout=dropout, position_branch=position_branch,
+                   action_input=action_input)

@@ -93,13 +93,14 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
     return state if state.get("fingerprint") == fingerprint else None
 
 
-def save_encoder(path: Path, state: dict, encoder: str, variant: str) -> None:
-    """Pre-trained encoders for MIACNet: `{"encoder", "variant", "position", "action"}`."""
-    save_checkpoint(path, {"encoder": encoder, "variant": variant, **state})
+def save_encoder(path: Path, state: dict, encoder: str, variant: str, action_input: str = "difference") -> None:
+    """Pre-trained encoders for MIACNet: `{"encoder", "variant", "action_input", "position", "action"}`."""
+    save_checkpoint(path, {"encoder": encoder, "variant": variant, "action_input": action_input, **state})
 
 
 def load_encoder(path: Path) -> dict:
-    """The `{"encoder", "variant", "position", "action"}` state written by `save_encoder`."""
+    """The `{"encoder", "variant", "action_input", "position", "action"}` state written by `save_encoder`
+    (files from before `action_input` read the difference)."""
     if not Path(path).exists():
         raise FileNotFoundError(f"no pre-trained encoder at {path}; run the pretrain stage first")
-    return read_checkpoint(path, required=("encoder", "position", "action"))
+    return {"action_input": "difference", **read_checkpoint(path, required=("encoder", "position", "action"))}

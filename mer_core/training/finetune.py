@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mer_core.config import FinetuneParams, PathsParams, learned_variant
+from mer_core.config import FinetuneParams, Params, PathsParams, learned_variant
 from mer_core.data.store import CLIPS_DIR, data_version
 from mer_core.data.training_sets import MicroClips, load_micro_clips
 from mer_core.evaluation.ceiling import au_oracle_predictions
@@ -42,7 +42,8 @@ from mer_core.evaluation.metrics import unweighted_f1
 from mer_core.evaluation.predictions import prediction_row
 from mer_core.evaluation.protocols import inner_subject_split, leave_one_subject_out
 from mer_core.models.classical import CLASSICAL_BASELINES
-from mer_core.models.flow_cnn import STSTNet, mirror_flow
+from mer_core.models.encoders import mirror_flow
+from mer_core.models.flow_cnn import STSTNet
 from mer_core.models.miacnet import BranchTokens, MIACNet, build_miacnet
 from mer_core.training import engine
 from mer_core.training.checkpoint import code_version, load_checkpoint, load_encoder, save_checkpoint
@@ -51,10 +52,33 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- MIACNet
 @dataclass(frozen=True)
+class ModelInputs:
+    """What MIACNet is built from and reads, as the final model records it for inference:
+    the encoder family (`pretrain.encoder`), the action input (`pretrain.action_input`),
+    and how its motion was made (`features`)."""
+
+    encoder: str
+    action_input: str = "difference"
+    flow: str = "farneback"
+    magnification: float = 0.0
+
+    @property
+    def reads_motion(self) -> bool:
+        return self.action_input != "difference"
+
+
+def model_inputs(params: Params) -> ModelInputs:
+    """The `ModelInputs` a params file gives."""
+    return ModelInputs(params.pretrain.encoder, params.pretrain.action_input, params.features.flow,
+                       params.features.magnification)
+
+
+@dataclass(frozen=True)
 class FoldSetup:
     """Everything a fold's training needs besides the data: fixed per (variant, seed)."""
 
     encoder_name: str
+    action_input: str
     img_size: int
     encoder_state: dict | None  # None: from scratch
     protocol: str  # "e2e" | "probe"
@@ -63,7 +87,8 @@ class FoldSetup:
 
     def build(self, num_classes: int) -> MIACNet:
         return build_miacnet(self.encoder_name, num_classes, self.encoder_state, self.params.dropout,
-                             img_size=self.img_size, position_branch=self.params.position_branch).to(self.device)
+                             img_size=self.img_size, position_branch=self.params.position_branch,
+                             action_input=self.action_input).to(self.device)
 
     def with_epochs(self, epochs: int) -> FoldSetup:
         return replace(self, params=self.params.model_copy(update={"epochs": epochs}))
@@ -90,8 +115,11 @@ def encode_clips(model: MIACNet, clips: MicroClips, batch_size: int = 64) -> Bra
     """The branch tokens of every clip, for training the head over frozen encoders."""
     model.eval()
     device = next(model.parameters()).device
-    parts = [model.forward_branches(clips.onset[i:i + batch_size].to(device), clips.apex[i:i + batch_size].to(device))
-             for i in range(0, len(clips), batch_size)]
+    parts = []
+    for i in range(0, len(clips), batch_size):
+        rows = torch.arange(i, min(i + batch_size, len(clips)))
+        onset, apex, motion = clip_pairs(clips, rows, model.reads_motion)
+        parts.append(model.forward_branches(onset.to(device), apex.to(device), _to(motion, device)))
     return BranchTokens(*(torch.cat([getattr(p, f) for p in parts]) for f in ("position", "action", "feature_change")))
 
 
@@ -100,20 +128,36 @@ def random_halves(count: int, generator: torch.Generator) -> torch.Tensor:
     return (torch.rand(count, generator=generator) < 0.5).view(-1, 1, 1, 1)
 
 
+Pair = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+
+
+def _to(motion: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if motion is None else motion.to(device)
+
+
+def clip_pairs(clips: MicroClips, rows: torch.Tensor, with_motion: bool, apex: torch.Tensor | None = None) -> Pair:
+    """(onset, apex) uint8 (B, H, W, C) of `rows` and, `with_motion`, their motion
+    (B, 3, H, W); `apex` picks other frames than the clips' apexes."""
+    apex = clips.apex_index[rows] if apex is None else apex
+    motion = clips.motion_at(rows, apex) if with_motion else None
+    return clips.frames[rows, 0], clips.frames[rows, apex], motion
+
+
 def augmented_pairs(clips: MicroClips, rows: torch.Tensor, generator: torch.Generator, flip: bool,
-                    apex_jitter: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(onset, apex) uint8 (B, H, W, C) of `rows`, the apex moved up to `apex_jitter` sampled
-    frames early or late and both mirrored left-right at random: label-safe, since a
+                    apex_jitter: int, with_motion: bool = False) -> Pair:
+    """`clip_pairs` with the apex moved up to `apex_jitter` sampled frames early or late and
+    the pair (and its motion) mirrored left-right at random: label-safe, since a
     micro-expression's class has no side and no exact frame."""
     apex = clips.apex_index[rows]
     if apex_jitter:
         shift = torch.randint(-apex_jitter, apex_jitter + 1, (len(rows),), generator=generator)
         apex = (apex + shift).clamp(1, clips.frames.shape[1] - 1)
-    onset, peak = clips.frames[rows, 0], clips.frames[rows, apex]
+    onset, peak, motion = clip_pairs(clips, rows, with_motion, apex)
     if flip:
         mirrored = random_halves(len(rows), generator)
         onset, peak = torch.where(mirrored, onset.flip(-2), onset), torch.where(mirrored, peak.flip(-2), peak)
-    return onset, peak
+        motion = None if motion is None else torch.where(mirrored, mirror_flow(motion), motion)
+    return onset, peak, motion
 
 
 def fit_and_predict(logits_of: Callable[[torch.Tensor, bool], torch.Tensor], optimizer: torch.optim.Optimizer,
@@ -166,10 +210,10 @@ def train_miacnet(setup: FoldSetup, clips: MicroClips, train: list[int], generat
         if probe:
             return model.forward_head(tokens.index(rows).to(setup.device))
         if training:
-            onset, apex = augmented_pairs(clips, rows, generator, p.flip, p.apex_jitter)
+            onset, apex, motion = augmented_pairs(clips, rows, generator, p.flip, p.apex_jitter, model.reads_motion)
         else:
-            onset, apex = clips.onset[rows], clips.apex[rows]
-        return model(onset.to(setup.device), apex.to(setup.device))
+            onset, apex, motion = clip_pairs(clips, rows, model.reads_motion)
+        return model(onset.to(setup.device), apex.to(setup.device), _to(motion, setup.device))
 
     def before_epoch(epoch: int) -> None:
         model.train()
@@ -248,7 +292,7 @@ def run_flow_cnn_loso(params: FinetuneParams, clips: MicroClips, seed: int, devi
     """STSTNet on the onset→apex flow and strain, from scratch, under the same folds."""
     generator = engine.seed_everything(seed)
     started = time.perf_counter()
-    motion = clips.apex_motion()  # (N, 3, H, W)
+    motion = clips.motion_at(torch.arange(len(clips)), clips.apex_index)  # (N, 3, H, W)
     rows, folds = [], []
     for fold, (held_out, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
         model = STSTNet(len(clips.classes), dropout=params.dropout).to(device)
@@ -289,16 +333,17 @@ class FinetuneFiles:
                    paths.final_model)
 
 
-def fold_setup(params: FinetuneParams, variant: str, encoder_name: str, img_size: int, encoders: Path,
+def fold_setup(params: FinetuneParams, variant: str, inputs: ModelInputs, img_size: int, encoders: Path,
                device: torch.device) -> FoldSetup:
     """The fold settings of one learned variant; scratch gets the pre-trained variants' architecture."""
     pretraining, protocol = learned_variant(variant)
     state = None if pretraining == "scratch" else load_encoder(Path(encoders) / f"{pretraining}.pt")
-    if state is not None and state["encoder"] != encoder_name:
-        raise ValueError(f"encoder {pretraining}.pt is a {state['encoder']}, params ask for {encoder_name}; "
-                         "re-run pretrain")
-    return FoldSetup(encoder_name=encoder_name, img_size=img_size, encoder_state=state, protocol=protocol,
-                     params=params, device=device)
+    for key, wanted in (("encoder", inputs.encoder), ("action_input", inputs.action_input)):
+        if state is not None and state[key] != wanted:
+            raise ValueError(f"encoder file {pretraining}.pt has {key} {state[key]!r}, params ask for "
+                             f"{wanted!r} (pretrain.{key}); re-run pretrain")
+    return FoldSetup(encoder_name=inputs.encoder, action_input=inputs.action_input, img_size=img_size,
+                     encoder_state=state, protocol=protocol, params=params, device=device)
 
 
 @dataclass(frozen=True)
@@ -307,7 +352,7 @@ class LosoJob:
     files: FinetuneFiles
     variant: str
     seed: int
-    encoder_name: str
+    inputs: ModelInputs
     datasets: tuple[str, ...]
     threads: int
 
@@ -325,14 +370,16 @@ def _job_fingerprint(job: LosoJob, data: str) -> str:
     learned = learned_variant(job.variant)
     encoder = job.files.encoders / f"{learned[0]}.pt" if learned and learned[0] != "scratch" else None
     encoder_version = hashlib.sha256(encoder.read_bytes()).hexdigest()[:16] if encoder else ""
-    payload = {**keys, "variant": job.variant, "seed": job.seed, "encoder": job.encoder_name,
+    payload = {**keys, "variant": job.variant, "seed": job.seed, "encoder": job.inputs.encoder,
+               "action_input": job.inputs.action_input,
                "encoder_version": encoder_version, "data": data, "datasets": job.datasets, "code": code_version()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _needs_motion(variants: list[str]) -> bool:
-    return any(learned_variant(v) is None and (v == "flow_cnn" or CLASSICAL_BASELINES[v].reads_motion)
-               for v in variants)
+def _needs_motion(variant: str, inputs: ModelInputs) -> bool:
+    if learned_variant(variant) is not None:
+        return inputs.reads_motion
+    return variant == "flow_cnn" or CLASSICAL_BASELINES[variant].reads_motion
 
 
 def run_loso_job(job: LosoJob) -> dict:
@@ -340,7 +387,7 @@ def run_loso_job(job: LosoJob) -> dict:
     restarted stage skips every run that already finished."""
     torch.set_num_threads(job.threads)
     p, files = job.params, job.files
-    features = files.features if _needs_motion([job.variant]) else None
+    features = files.features if _needs_motion(job.variant, job.inputs) else None
     clips = load_micro_clips(files.clips, list(job.datasets), p.label_column, features)
     checkpoint = files.checkpoints / f"{job.variant}-seed{job.seed}.pt"
     data = [files.clips / d for d in job.datasets] + ([features / d for d in job.datasets] if features else [])
@@ -350,7 +397,7 @@ def run_loso_job(job: LosoJob) -> dict:
         return done["result"]
     device = engine.select_device(p.device)
     if learned_variant(job.variant) is not None:
-        setup = fold_setup(p, job.variant, job.encoder_name, clips.img_size, files.encoders, device)
+        setup = fold_setup(p, job.variant, job.inputs, clips.img_size, files.encoders, device)
         rows, folds, seconds = run_loso(setup, clips, job.variant, job.seed)
     elif job.variant == "flow_cnn":
         rows, folds, seconds = run_flow_cnn_loso(p, clips, job.seed, device)
@@ -367,7 +414,7 @@ def _quiet_worker() -> None:
     logging.basicConfig(level=logging.WARNING)
 
 
-def run_finetuning(params: FinetuneParams, files: FinetuneFiles, datasets: list[str], encoder_name: str
+def run_finetuning(params: FinetuneParams, files: FinetuneFiles, datasets: list[str], inputs: ModelInputs
                    ) -> tuple[list[dict], dict]:
     """LOSO for every (variant, seed) of the ablation plus the AU-oracle ceiling, then the
     final model on all subjects. Returns the prediction rows and the report."""
@@ -376,7 +423,7 @@ def run_finetuning(params: FinetuneParams, files: FinetuneFiles, datasets: list[
     workers = 1 if device.type == "cuda" else params.workers
     threads = max(1, (os.cpu_count() or 1) // workers)
     # The longest runs first, so that two workers finish together.
-    jobs = sorted((LosoJob(params, files, v, seed, encoder_name, tuple(datasets), threads)
+    jobs = sorted((LosoJob(params, files, v, seed, inputs, tuple(datasets), threads)
                    for v in variants for seed in params.seeds), key=lambda j: learned_variant(j.variant) is None)
     if workers == 1:
         results = [run_loso_job(job) for job in jobs]
@@ -388,21 +435,21 @@ def run_finetuning(params: FinetuneParams, files: FinetuneFiles, datasets: list[
                          jobs[done - 1].seed)
                 results.append(result)
     rows = [row for result in results for row in result["rows"]]
-    clips = load_micro_clips(files.clips, datasets, params.label_column)
+    clips = load_micro_clips(files.clips, datasets, params.label_column, files.features if inputs.reads_motion else None)
     rows += au_oracle_predictions(clips)
     report = {"device": str(device), "variants": variants, "seeds": params.seeds, "classes": clips.classes,
               "clips": len(clips), "subjects": len(set(clips.subjects)),
               "seconds": {f"{j.variant}/seed{j.seed}": r["seconds"] for j, r in zip(jobs, results)},
               "folds": {f"{j.variant}/seed{j.seed}": r.get("folds", []) for j, r in zip(jobs, results)}}
-    report["final_model"] = train_final_model(params, clips, encoder_name, files, device)
+    report["final_model"] = train_final_model(params, clips, inputs, files, device)
     return rows, report
 
 
-def train_final_model(params: FinetuneParams, clips: MicroClips, encoder_name: str, files: FinetuneFiles,
+def train_final_model(params: FinetuneParams, clips: MicroClips, inputs: ModelInputs, files: FinetuneFiles,
                       device: torch.device) -> dict:
     """MIACNet of `params.variant` on every subject, saved with what inference needs."""
     generator = engine.seed_everything(params.seeds[0])
-    setup = fold_setup(params, params.variant, encoder_name, clips.img_size, files.encoders, device)
+    setup = fold_setup(params, params.variant, inputs, clips.img_size, files.encoders, device)
     setup = setup.with_fixed_encoders(len(clips.classes))
     tokens = encode_clips(setup.build(len(clips.classes)), clips) if setup.protocol == "probe" else None
     started = time.perf_counter()
@@ -412,9 +459,10 @@ def train_final_model(params: FinetuneParams, clips: MicroClips, encoder_name: s
     model, _, losses = train_miacnet(setup, clips, everyone, generator, tokens)
     seconds = time.perf_counter() - started
     save_checkpoint(files.final_model, {
-        "architecture": "miacnet", "encoder": encoder_name, "variant": params.variant, "classes": clips.classes,
+        "architecture": "miacnet", "encoder": inputs.encoder, "variant": params.variant, "classes": clips.classes,
         "label_column": params.label_column, "img_size": clips.img_size,
-        "position_branch": params.position_branch,
+        "position_branch": params.position_branch, "action_input": inputs.action_input,
+        "motion": {"flow": inputs.flow, "magnification": inputs.magnification},
         # Pseudonyms only: lets a later evaluation tell unseen subjects from training ones.
         "subjects": sorted(set(clips.subjects)),
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})

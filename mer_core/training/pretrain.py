@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader
 
 from mer_core.config import ParamsError, PretrainParams
 from mer_core.data.store import data_version
-from mer_core.data.training_sets import MacroClipStream
+from mer_core.data.training_sets import MacroClipStream, MacroFramePairs
 from mer_core.models.contrawarp import ContraWarping
-from mer_core.models.encoders import InputSizeError, normalize_frames
-from mer_core.models.ma2mi import MA2MI, sample_frame_pairs
+from mer_core.models.encoders import ACTION_INPUTS, InputSizeError, normalize_frames
+from mer_core.models.ma2mi import MA2MI
 from mer_core.models.registry import create_model
 from mer_core.training import engine
 from mer_core.training.checkpoint import code_version, load_checkpoint, save_checkpoint, save_encoder
@@ -41,7 +41,7 @@ class Pretrainer(torch.nn.Module):
         super().__init__()
         self.variant = variant
         position = create_model(params.encoder, img_size=img_size)
-        action = create_model(params.encoder, img_size=img_size)
+        action = create_model(params.encoder, img_size=img_size, in_chans=ACTION_INPUTS[params.action_input])
         self.ma2mi = MA2MI(position, action, img_size) if variant in ("ma2mi", "both") else None
         self.contrastive = None
         if variant in ("contrastive", "both"):
@@ -51,12 +51,13 @@ class Pretrainer(torch.nn.Module):
         self.position, self.action = position, action
         self.contrastive_weight = params.contrastive_weight
 
-    def forward(self, clips: torch.Tensor, generator: torch.Generator, max_step: int) -> dict[str, torch.Tensor]:
-        """Losses for a batch of macro clips (B, T, H, W, C) uint8; "loss" is their weighted sum."""
-        current, future = sample_frame_pairs(clips, max_step, generator)
+    def forward(self, current: torch.Tensor, future: torch.Tensor, motion: torch.Tensor | None,
+                generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Losses for a batch of `MacroFramePairs` (uint8 (B, H, W, C) frames, their motion
+        or None); "loss" is their weighted sum."""
         losses = {}
         if self.ma2mi is not None:
-            losses["ma2mi"] = self.ma2mi(current, future)
+            losses["ma2mi"] = self.ma2mi(current, future, motion)
         if self.contrastive is not None:
             losses["contrastive"] = self.contrastive(normalize_frames(current), generator)
         weight = {"ma2mi": 1.0, "contrastive": self.contrastive_weight}
@@ -96,29 +97,32 @@ class PretrainResult:
     resumed_from_epoch: int
 
 
-def fingerprint(params: PretrainParams, variant: str, data: str) -> str:
+def fingerprint(params: PretrainParams, variant: str, data: str, flow: str | None) -> str:
     """What a checkpoint must match to be resumed: every setting that changes training, the data and the code."""
     keys = params.model_dump(mode="json", exclude={"variants", "device", "loader_workers"})
-    payload = {**keys, "variant": variant, "data": data, "code": code_version()}
+    payload = {**keys, "variant": variant, "data": data, "flow": flow, "code": code_version()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path], img_size: int,
-                     data: str, checkpoint_dir: Path, stop_after_epoch: int | None = None
-                     ) -> tuple[dict, PretrainResult]:
+                     data: str, checkpoint_dir: Path, flow_method: str = "farneback",
+                     stop_after_epoch: int | None = None) -> tuple[dict, PretrainResult]:
     """Train one variant, resuming from its checkpoint in `checkpoint_dir`; returns the
     encoder state and a summary.
 
     Args:
+        flow_method: the optical flow the action encoder reads, when `params.action_input` has flow
+            (the features stage's method, so pre-training and fine-tuning see one flow).
         stop_after_epoch: end early after this epoch (tests use it to simulate a kill).
     """
     device = engine.select_device(params.device)
     generator = engine.seed_everything(params.seed)
-    stream = MacroClipStream(clips_dirs, seed=params.seed)
+    flow = flow_method if params.action_input == "difference_flow" else None
+    stream = MacroFramePairs(MacroClipStream(clips_dirs, seed=params.seed), params.max_step, flow, params.seed)
     model = Pretrainer(variant, params, img_size).to(device)
     optimizer = engine.configure_optimizers(model.named_parameters(), params.lr, params.weight_decay)
     checkpoint_path = Path(checkpoint_dir) / f"{variant}.pt"
-    print_ = fingerprint(params, variant, data)
+    print_ = fingerprint(params, variant, data, flow)
     start_epoch, history = 0, []
     if (state := load_checkpoint(checkpoint_path, print_)) is not None:
         model.load_state_dict(state["model"])
@@ -137,8 +141,9 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
         engine.set_lr(optimizer, engine.cosine_lr(1.0, epoch, params.epochs, params.warmup_epochs))
         parts: dict[str, list[float]] = {}
 
-        def loss_of_batch(clips: torch.Tensor) -> torch.Tensor:
-            losses = step_loss(clips.to(device, non_blocking=True), generator, params.max_step)
+        def loss_of_batch(pairs: dict[str, torch.Tensor]) -> torch.Tensor:
+            on_device = {k: v.to(device, non_blocking=True) for k, v in pairs.items()}
+            losses = step_loss(on_device["current"], on_device["future"], on_device.get("motion"), generator)
             for name, value in losses.items():
                 parts.setdefault(name, []).append(float(value.detach()))
             return losses["loss"]
@@ -168,7 +173,7 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
 
 
 def run_pretraining(params: PretrainParams, clips_dirs: list[Path], img_size: int, out_dir: Path,
-                    checkpoint_dir: Path) -> dict:
+                    checkpoint_dir: Path, flow_method: str = "farneback") -> dict:
     """Train every variant in `params.variants`, save each encoder to `out_dir/<variant>.pt`.
 
     Returns:
@@ -178,8 +183,8 @@ def run_pretraining(params: PretrainParams, clips_dirs: list[Path], img_size: in
     report = {"device": str(engine.select_device(params.device)), "encoder": params.encoder,
               "data_fingerprint": data, "variants": {}}
     for variant in params.variants:
-        state, result = pretrain_variant(params, variant, clips_dirs, img_size, data, checkpoint_dir)
-        save_encoder(Path(out_dir) / f"{variant}.pt", state, params.encoder, variant)
+        state, result = pretrain_variant(params, variant, clips_dirs, img_size, data, checkpoint_dir, flow_method)
+        save_encoder(Path(out_dir) / f"{variant}.pt", state, params.encoder, variant, params.action_input)
         report["variants"][variant] = asdict(result)
     return report
 

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mer_core.data.motion import clip_motion, magnify, optical_flow, optical_strain
+from mer_core.data.motion import clip_motion, magnify, onset_motion, optical_flow, optical_strain
 from mer_core.data.synthetic import ACTION_UNITS, AU_INDEX, FaceRenderer, apply_nuisances, sample_identity
 
 
@@ -42,6 +42,16 @@ def test_clip_motion_is_every_frame_against_the_first():
         # (its polynomial fit runs off the image); the face inside is exact.
         assert motion.shape == (3, 64, 64, 3) and np.abs(motion[:, 8:-8, 8:-8]).max() < 1e-3, method
         assert np.abs(motion).mean() < 0.01, method
+
+
+def test_one_frames_motion_is_what_the_features_stage_stores_for_it():
+    """Inference estimates the onset→apex motion alone; it must match the stored one."""
+    rng = np.random.default_rng(1)
+    frames = np.stack([np.repeat(np.roll(_textured(seed=2), k, axis=0)[..., None], 3, -1) for k in range(4)])
+    frames = (frames.astype(np.int16) + rng.integers(-3, 4, frames.shape)).clip(0, 255).astype(np.uint8)
+    for alpha in (0.0, 10.0):
+        stored = clip_motion(magnify(frames, alpha) if alpha else frames)
+        assert np.array_equal(onset_motion(frames, 2, magnification=alpha), stored[1]), alpha
 
 
 def test_magnification_leaves_a_still_clip_alone_and_takes_any_size():

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from mer_core.models.classical import CLASSICAL_BASELINES, UNIFORM_BINS, lbp_codes, lbp_top_features
-from mer_core.models.flow_cnn import STSTNet, mirror_flow
+from mer_core.models.encoders import mirror_flow
+from mer_core.models.flow_cnn import STSTNet
 
 
 def _clip(direction: int, seed: int, frames: int = 4, size: int = 32) -> np.ndarray:

@@ -23,7 +23,7 @@ from mer_core.models.contrawarp import (
     warped_info_nce,
 )
 from mer_core.models.encoders import normalize_frames
-from mer_core.models.ma2mi import MA2MI, sample_frame_pairs
+from mer_core.models.ma2mi import MA2MI
 from mer_core.models.miacnet import build_miacnet
 from mer_core.models.registry import create_model
 from mer_core.training.checkpoint import load_checkpoint, save_checkpoint
@@ -61,7 +61,8 @@ def _train(model, loss_fn, steps: int, lr: float = 1e-3) -> tuple[float, float]:
 
 def test_ma2mi_overfits_one_batch():
     torch.manual_seed(0)
-    current, future = sample_frame_pairs(moving_clips(8), 2, torch.Generator().manual_seed(0))
+    clips = moving_clips(8)
+    current, future = clips[:, 1], clips[:, 3]
     model = MA2MI(create_model(ENCODER), create_model(ENCODER), img_size=64)
     first, last = _train(model, lambda: model(current, future), steps=80)
     assert last < 0.5 * first
@@ -105,6 +106,66 @@ def test_miacnet_overfits_one_batch():
     model = build_miacnet(ENCODER, num_classes=2, dropout=0.0)
     _train(model, lambda: F.cross_entropy(model(clips[:, 0], clips[:, 2]), labels), steps=40)
     assert (model.eval()(clips[:, 0], clips[:, 2]).argmax(1) == labels).all()
+
+
+def test_miacnet_reading_flow_separates_a_motion_the_difference_leaves_ambiguous():
+    """A patch that moves up and one that moves down leave the same kind of grey difference
+    (one bright, one dark edge); the flow channels tell them apart, mirrored consistently."""
+    from mer_core.data.motion import clip_motion
+    from mer_core.models.encoders import action_input, mirror_flow
+
+    torch.manual_seed(0)
+    direction = [1, -1] * 4
+    clips = moving_clips(8, direction=direction)
+    motion = torch.from_numpy(np.stack([clip_motion(c.numpy())[1] for c in clips])).permute(0, 3, 1, 2)
+    inner = motion[:, 1, 12:-12, 12:-12]  # v: the patch's rows move by `direction` px a frame
+    assert all((m.sum() > 0) == (d > 0) for m, d in zip(inner, direction))
+    x = action_input(clips[:, 2], clips[:, 0], motion)
+    assert x.shape == (8, 4, 64, 64) and torch.allclose(x[:, 1:3].mean(dim=(-2, -1)), torch.zeros(8, 2), atol=1e-4)
+    mirrored = action_input(clips[:, 2].flip(-2), clips[:, 0].flip(-2), mirror_flow(motion))
+    assert torch.allclose(mirrored, torch.cat([x[:, :1].flip(-1), -x[:, 1:2].flip(-1), x[:, 2:].flip(-1)], 1),
+                          atol=1e-4)
+    labels = torch.tensor([0 if d == 1 else 1 for d in direction])
+    model = build_miacnet(ENCODER, num_classes=2, dropout=0.0, action_input="difference_flow")
+    assert model.reads_motion
+    _train(model, lambda: F.cross_entropy(model(clips[:, 0], clips[:, 2], motion), labels), steps=40)
+    assert (model.eval()(clips[:, 0], clips[:, 2], motion).argmax(1) == labels).all()
+    with pytest.raises(ValueError, match="no motion"):
+        model(clips[:, 0], clips[:, 2])
+
+
+def test_frame_pairs_are_drawn_in_the_loader_with_their_flow_and_repeat_per_epoch(tmp_path):
+    from mer_core.data.motion import pair_motion
+    from mer_core.data.training_sets import MacroClipStream, MacroFramePairs
+
+    _macro_table(tmp_path / "clips", clips=8)
+    source = {bytes(c.numpy()): c.numpy() for c in MacroClipStream([tmp_path / "clips"])}
+    pairs = MacroFramePairs(MacroClipStream([tmp_path / "clips"]), max_step=2, flow="farneback", seed=3)
+    drawn = list(pairs)
+    assert len(drawn) == pairs.clips == 8
+    for pair in drawn:
+        current, future = pair["current"].numpy(), pair["future"].numpy()
+        clip = next(c for c in source.values() if any(np.array_equal(f, current) for f in c))
+        start = next(t for t, f in enumerate(clip) if np.array_equal(f, current))
+        assert any(np.array_equal(clip[start + k], future) for k in (1, 2) if start + k < len(clip))
+        assert torch.equal(pair["motion"], torch.from_numpy(pair_motion(current, future).transpose(2, 0, 1)))
+    again = list(pairs)
+    assert all(torch.equal(a["future"], b["future"]) for a, b in zip(drawn, again))  # a resumed epoch: the same pairs
+    pairs.set_epoch(1)
+    assert "motion" not in next(iter(MacroFramePairs(MacroClipStream([tmp_path / "clips"]), 2)))
+
+
+def test_pretrained_encoders_must_read_what_params_ask(tmp_path):
+    from mer_core.training.checkpoint import save_encoder
+    from mer_core.training.finetune import ModelInputs, fold_setup
+
+    state = {"position": create_model(ENCODER).state_dict(), "action": create_model(ENCODER).state_dict()}
+    save_encoder(tmp_path / "ma2mi.pt", state, ENCODER, "ma2mi")
+    with pytest.raises(ValueError, match="action_input 'difference'.*'difference_flow'.*re-run pretrain"):
+        fold_setup(FinetuneParams(), "ma2mi_e2e", ModelInputs(ENCODER, "difference_flow"), 64, tmp_path,
+                   torch.device("cpu"))
+    assert fold_setup(FinetuneParams(), "ma2mi_e2e", ModelInputs(ENCODER), 64, tmp_path,
+                      torch.device("cpu")).action_input == "difference"
 
 
 def _macro_table(directory: Path, clips: int = 8) -> None:
@@ -220,13 +281,15 @@ def test_no_weight_decay_on_norms_biases_and_position_embeddings():
 def test_a_new_finetune_setting_invalidates_finished_loso_runs(tmp_path):
     """The job fingerprint hashes every finetune setting but a named few, so a setting added
     later cannot silently reuse checkpoints trained without it."""
-    from mer_core.training.finetune import FINGERPRINT_EXCLUDES, FinetuneFiles, LosoJob, _job_fingerprint
+    from mer_core.training.finetune import FINGERPRINT_EXCLUDES, FinetuneFiles, LosoJob, ModelInputs, _job_fingerprint
 
     files = FinetuneFiles(tmp_path, tmp_path, tmp_path, tmp_path, tmp_path / "final.pt")
     base = FinetuneParams()
 
-    def fingerprint(params) -> str:
-        return _job_fingerprint(LosoJob(params, files, "scratch_e2e", 0, ENCODER, ("synth",), 1), "data-v1")
+    def fingerprint(params, inputs=ModelInputs(ENCODER)) -> str:
+        return _job_fingerprint(LosoJob(params, files, "scratch_e2e", 0, inputs, ("synth",), 1), "data-v1")
+
+    assert fingerprint(base, ModelInputs(ENCODER, "difference_flow")) != fingerprint(base)
 
     perturbed = {"label_column": "label3", "epoch_selection": "inner_subjects"}
     for name, value in base.model_dump().items():
@@ -259,7 +322,7 @@ def test_inner_epoch_selection_never_looks_at_the_held_out_subject(monkeypatch):
     params = FinetuneParams(epochs=4, batch_size=8, lr=3e-3, weight_decay=0.05, dropout=0.0, position_branch=False,
                             encoder_lr_scale=0.3, frozen_warmup_epochs=0, flip=True, apex_jitter=0,
                             epoch_selection="inner_subjects", inner_fraction=0.25)
-    setup = finetune.FoldSetup(encoder_name="convnet_micro_64", img_size=64, encoder_state=None, protocol="e2e",
+    setup = finetune.FoldSetup(encoder_name="convnet_micro_64", action_input="difference", img_size=64, encoder_state=None, protocol="e2e",
                                params=params, device=torch.device("cpu"))
     runs = []
     real_train = finetune.train_miacnet
