@@ -38,7 +38,7 @@ bench-memory: install  ## peak RSS of ingest on a short video vs one 10× longer
 	$(BIN)/python benchmarks/bench_ingest_memory.py
 
 bench-ablation: install  ## the ablation over pre-training × fine-tuning seeds on the reported benchmark (after `make run`)
-	$(BIN)/python benchmarks/bench_ablation.py --benchmark reported --pretrain-seeds 0 1 2
+	$(BIN)/python benchmarks/bench_ablation.py --benchmark reported --pretrain-seeds 0 1 2 --set 'finetune.seeds=[0, 1, 2]'
 
 bench-tuning: install  ## the same ablation on the tuning benchmark, where every setting was chosen
 	$(BIN)/python benchmarks/bench_ablation.py --benchmark tuning $(TUNING_ARGS)

@@ -68,7 +68,8 @@ def test_learning_stages_report_honest_loso(repo):
     ablation = json.loads((repo / "reports/ablation.json").read_text())
     assert set(ablation["variants"]) == set(yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]["ablation"])
     assert {v["kind"] for v in ablation["variants"].values()} == {"learned", "baseline"}
-    assert ablation["shipped"]["variant"] == "ma2mi_e2e" and ablation["tuning"]["reported_on_seed"] == 7
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]["variant"]
+    assert ablation["shipped"]["variant"] == shipped and ablation["tuning"]["reported_on_seed"] == 7
     assert all(v["seeds"] == 2 for v in ablation["variants"].values())
     assert 0 < ablation["ceiling"]["uf1"] <= 1
     predictions = pq.read_table(repo / "reports/predictions.parquet").to_pylist()
@@ -84,8 +85,8 @@ def test_learning_stages_report_honest_loso(repo):
             assert all(len(s) == 1 for s in subjects_of_fold.values())
             assert len({next(iter(s)) for s in subjects_of_fold.values()}) == len(subjects_of_fold)
     final = torch.load(repo / "models/final.pt", weights_only=True)
-    assert final["variant"] == "ma2mi_e2e" and final["classes"]
-    model = build_miacnet(final["encoder"], len(final["classes"]))
+    assert final["variant"] == shipped and final["classes"]
+    model = build_miacnet(final["encoder"], len(final["classes"]), action_input=final["action_input"])
     model.load_state_dict(final["state_dict"])  # the saved model is complete: encoders and head
     assert (repo / "reports/plots/confusion.csv").read_text().startswith("actual,predicted")
 
@@ -145,6 +146,7 @@ def test_register_stage_fills_the_registry_with_a_carded_champion(repo):
     # One data version: the content of the micro clips the LOSO figures were measured on.
     assert version.tags["data.version"] == data_version([repo / "data/processed/clips/synth_micro"])
     assert "## Ethics and consent" in version.description and "## Ablation" in version.description
+    assert "reads the grey apex − onset difference and the onset→apex optical flow" in version.description
     runs = client.search_runs([client.get_experiment_by_name("mer").experiment_id], max_results=1000)
     names = {r.info.run_name for r in runs}
     assert {"pretrain", "pretrain/ma2mi", "finetune", "finetune/ma2mi_e2e/seed0", "ma2mi_e2e/seed0/fold0", "evaluate",
