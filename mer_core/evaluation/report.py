@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import get_args
 
-from mer_core.config import BaselineVariant
+from mer_core.config import BaselineVariant, learned_variant
 from mer_core.data.labels import composite_label
 from mer_core.evaluation.ceiling import ORACLE_VARIANT
 from mer_core.evaluation.metrics import confusion_matrix, per_class_scores, summarize
@@ -192,15 +192,19 @@ def _validation_outcome(validation: dict) -> str:
             f"{validation.get('failed', '?')} failed check(s))")
 
 
-def _model_lines(model: dict) -> list[str]:
+def _model_lines(variant: str, model: dict) -> list[str]:
+    pretraining, protocol = learned_variant(variant) or ("?", "?")
+    start = "random weights (no pre-training)" if pretraining == "scratch" else f"{pretraining} pre-trained encoders"
+    how = "fine-tuned end to end" if protocol == "e2e" else "a head trained over frozen encoders"
+    lines = ["## Model", f"- `{variant}`: MIACNet from {start}, {how}, on every subject."]
     if not model:
-        return []
+        return [*lines, ""]
     reads = "the grey apex − onset difference"
     if model.get("action_input") == "difference_flow":
         motion = model.get("motion", {})
         reads += (f" and the onset→apex optical flow and strain ({motion.get('flow')}, magnification "
                   f"{motion.get('magnification', 0):g}; estimated at prediction as in training)")
-    return ["## Model", f"- Encoders: `{model.get('encoder')}`; the action branch reads {reads}.", ""]
+    return [*lines, f"- Encoders: `{model.get('encoder')}`; the action branch reads {reads}.", ""]
 
 
 def model_card_markdown(*, model_name: str, variant: str, classes: list[str], datasets: dict[str, str],
@@ -210,9 +214,9 @@ def model_card_markdown(*, model_name: str, variant: str, classes: list[str], da
     on, how well, and what it must not be used for. `datasets` maps name → adapter;
     `model` is the final model's metadata (encoder, action input, motion settings)."""
     lines = [
-        f"# {model_name}: MIACNet micro-expression classifier ({variant} pre-training)",
+        f"# {model_name}: MIACNet micro-expression classifier (`{variant}`)",
         "",
-        *_model_lines(model or {}),
+        *_model_lines(variant, model or {}),
         "## Data",
         f"- Data sets (name: layout): {', '.join(f'{n}: {a}' for n, a in sorted(datasets.items()))}",
         f"- Processed data version (DVC md5): `{data_version}`; code: git `{git_commit}`",
