@@ -24,6 +24,8 @@ from mer_core.models.miacnet import MIACNet, build_miacnet
 from mer_core.training.checkpoint import CheckpointError, read_checkpoint
 
 _BATCH = 64
+# The motion settings of a final model that did not record them (it read no flow).
+DEFAULT_MOTION = {"flow": "farneback", "magnification": 0.0}
 FINAL_MODEL_KEYS = ("encoder", "variant", "classes", "img_size", "label_column", "state_dict")
 
 
@@ -44,7 +46,7 @@ def load_final_model(path: Path) -> tuple[MIACNet, dict]:
         raise CheckpointError(f"{path}: its weights do not fit a {state['encoder']} MIACNet ({first})") from None
     meta = {k: state[k] for k in ("classes", "encoder", "variant", "img_size", "label_column")}
     # How the motion the action branch reads was made (the features stage's settings).
-    meta["motion"] = state.get("motion", {"flow": "farneback", "magnification": 0.0})
+    meta["motion"] = state.get("motion", DEFAULT_MOTION)
     meta["action_input"] = state.get("action_input", "difference")
     meta["subjects"] = state.get("subjects")  # dataset-qualified pseudonyms; None in older files
     return model.eval(), meta
@@ -68,10 +70,10 @@ def class_probabilities(model: MIACNet, clips: np.ndarray, mask_margin: float | 
     apex = torch.from_numpy(np.ascontiguousarray(clips[:, clips.shape[1] // 2]))
     flows = None
     if model.reads_motion:
-        settings = motion or {}
+        settings = {**DEFAULT_MOTION, **(motion or {})}
         flows = torch.from_numpy(np.stack([
-            onset_motion(clip, clips.shape[1] // 2, settings.get("flow", "farneback"),
-                         settings.get("magnification", 0.0)) for clip in clips]).transpose(0, 3, 1, 2).copy())
+            onset_motion(clip, clips.shape[1] // 2, settings["flow"], settings["magnification"])
+            for clip in clips]).transpose(0, 3, 1, 2).copy())
     parts = [torch.softmax(model(onset[i:i + _BATCH], apex[i:i + _BATCH],
                                  None if flows is None else flows[i:i + _BATCH]).float(), dim=-1)
              for i in range(0, len(clips), _BATCH)]

@@ -182,12 +182,11 @@ class MacroFramePairs(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         rng = np.random.default_rng([self.seed, self.stream.epoch, info.id if info else 0])
-        for clip in self.stream:
-            frames = clip.numpy()
-            step = int(rng.integers(1, min(self.max_step, len(frames) - 1) + 1))
-            start = int(rng.integers(0, len(frames) - step))
-            current, future = frames[start], frames[start + step]
-            pair = {"current": torch.from_numpy(current.copy()), "future": torch.from_numpy(future.copy())}
+        for clip in self.stream:  # (T, H, W, C) uint8; the loader's collation copies the two frames out
+            step = int(rng.integers(1, min(self.max_step, len(clip) - 1) + 1))
+            start = int(rng.integers(0, len(clip) - step))
+            pair = {"current": clip[start], "future": clip[start + step]}
             if self.flow is not None:
-                pair["motion"] = torch.from_numpy(pair_motion(current, future, self.flow).transpose(2, 0, 1).copy())
+                motion = pair_motion(pair["current"].numpy(), pair["future"].numpy(), self.flow)
+                pair["motion"] = torch.from_numpy(motion.transpose(2, 0, 1).copy())
             yield pair

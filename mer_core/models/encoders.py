@@ -17,8 +17,6 @@ channel is a third of the first layer's work.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn as nn
 
@@ -233,11 +231,15 @@ def frame_difference(later: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor
     return (change / change.std(dim=(-2, -1), keepdim=True).clamp_min(MIN_DIFFERENCE_STD)).unsqueeze(-3)
 
 
-# What the action encoder reads, and its input channels. "difference_flow" gives it the
-# sub-pixel displacement a grey difference only hints at on little texture (the tuning
-# benchmark's evidence is in the README).
-ActionInput = Literal["difference", "difference_flow"]
+# What the action encoder reads (`pretrain.action_input`), and its input channels.
+# "difference_flow" gives it the sub-pixel displacement a grey difference only hints at on
+# little texture (the tuning benchmark's evidence is in the README).
 ACTION_INPUTS: dict[str, int] = {"difference": 1, "difference_flow": 4}
+
+
+def reads_motion(action_input: str) -> bool:
+    """Whether an action input needs the motion (flow and strain) beside the frames."""
+    return ACTION_INPUTS[action_input] > 1
 
 # Below this spread (pixels) a flow field is estimation noise: it is not blown up to unit scale.
 MIN_FLOW_STD = 1e-3

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mer_core.models.encoders import ACTION_INPUTS, Encoder, action_input, normalize_frames
+from mer_core.models.encoders import ACTION_INPUTS, Encoder, action_input, normalize_frames, reads_motion
 from mer_core.models.registry import create_model
 
 
@@ -72,7 +72,7 @@ class MIACNet(nn.Module):
     @property
     def reads_motion(self) -> bool:
         """Whether `forward` needs the onset→apex motion (the action input has flow)."""
-        return self.action_input != "difference"
+        return reads_motion(self.action_input)
 
     def forward_branches(self, onset: torch.Tensor, apex: torch.Tensor, motion: torch.Tensor | None = None
                          ) -> BranchTokens:

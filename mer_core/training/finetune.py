@@ -42,7 +42,7 @@ from mer_core.evaluation.metrics import unweighted_f1
 from mer_core.evaluation.predictions import prediction_row
 from mer_core.evaluation.protocols import inner_subject_split, leave_one_subject_out
 from mer_core.models.classical import CLASSICAL_BASELINES
-from mer_core.models.encoders import mirror_flow
+from mer_core.models.encoders import mirror_flow, reads_motion
 from mer_core.models.flow_cnn import STSTNet
 from mer_core.models.miacnet import BranchTokens, MIACNet, build_miacnet
 from mer_core.training import engine
@@ -64,7 +64,7 @@ class ModelInputs:
 
     @property
     def reads_motion(self) -> bool:
-        return self.action_input != "difference"
+        return reads_motion(self.action_input)
 
 
 def model_inputs(params: Params) -> ModelInputs:
@@ -77,8 +77,7 @@ def model_inputs(params: Params) -> ModelInputs:
 class FoldSetup:
     """Everything a fold's training needs besides the data: fixed per (variant, seed)."""
 
-    encoder_name: str
-    action_input: str
+    inputs: ModelInputs  # encoder family and action input; the motion settings are the features stage's
     img_size: int
     encoder_state: dict | None  # None: from scratch
     protocol: str  # "e2e" | "probe"
@@ -86,9 +85,9 @@ class FoldSetup:
     device: torch.device
 
     def build(self, num_classes: int) -> MIACNet:
-        return build_miacnet(self.encoder_name, num_classes, self.encoder_state, self.params.dropout,
+        return build_miacnet(self.inputs.encoder, num_classes, self.encoder_state, self.params.dropout,
                              img_size=self.img_size, position_branch=self.params.position_branch,
-                             action_input=self.action_input).to(self.device)
+                             action_input=self.inputs.action_input).to(self.device)
 
     def with_epochs(self, epochs: int) -> FoldSetup:
         return replace(self, params=self.params.model_copy(update={"epochs": epochs}))
@@ -342,8 +341,8 @@ def fold_setup(params: FinetuneParams, variant: str, inputs: ModelInputs, img_si
         if state is not None and state[key] != wanted:
             raise ValueError(f"encoder file {pretraining}.pt has {key} {state[key]!r}, params ask for "
                              f"{wanted!r} (pretrain.{key}); re-run pretrain")
-    return FoldSetup(encoder_name=inputs.encoder, action_input=inputs.action_input, img_size=img_size,
-                     encoder_state=state, protocol=protocol, params=params, device=device)
+    return FoldSetup(inputs=inputs, img_size=img_size, encoder_state=state, protocol=protocol, params=params,
+                     device=device)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from mer_core.config import ParamsError, PretrainParams
 from mer_core.data.store import data_version
 from mer_core.data.training_sets import MacroClipStream, MacroFramePairs
 from mer_core.models.contrawarp import ContraWarping
-from mer_core.models.encoders import ACTION_INPUTS, InputSizeError, normalize_frames
+from mer_core.models.encoders import ACTION_INPUTS, InputSizeError, normalize_frames, reads_motion
 from mer_core.models.ma2mi import MA2MI
 from mer_core.models.registry import create_model
 from mer_core.training import engine
@@ -117,7 +117,7 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
     """
     device = engine.select_device(params.device)
     generator = engine.seed_everything(params.seed)
-    flow = flow_method if params.action_input == "difference_flow" else None
+    flow = flow_method if reads_motion(params.action_input) else None
     stream = MacroFramePairs(MacroClipStream(clips_dirs, seed=params.seed), params.max_step, flow, params.seed)
     model = Pretrainer(variant, params, img_size).to(device)
     optimizer = engine.configure_optimizers(model.named_parameters(), params.lr, params.weight_decay)

@@ -165,7 +165,7 @@ def test_pretrained_encoders_must_read_what_params_ask(tmp_path):
         fold_setup(FinetuneParams(), "ma2mi_e2e", ModelInputs(ENCODER, "difference_flow"), 64, tmp_path,
                    torch.device("cpu"))
     assert fold_setup(FinetuneParams(), "ma2mi_e2e", ModelInputs(ENCODER), 64, tmp_path,
-                      torch.device("cpu")).action_input == "difference"
+                      torch.device("cpu")).inputs.action_input == "difference"
 
 
 def _macro_table(directory: Path, clips: int = 8) -> None:
@@ -322,7 +322,7 @@ def test_inner_epoch_selection_never_looks_at_the_held_out_subject(monkeypatch):
     params = FinetuneParams(epochs=4, batch_size=8, lr=3e-3, weight_decay=0.05, dropout=0.0, position_branch=False,
                             encoder_lr_scale=0.3, frozen_warmup_epochs=0, flip=True, apex_jitter=0,
                             epoch_selection="inner_subjects", inner_fraction=0.25)
-    setup = finetune.FoldSetup(encoder_name="convnet_micro_64", action_input="difference", img_size=64, encoder_state=None, protocol="e2e",
+    setup = finetune.FoldSetup(inputs=finetune.ModelInputs("convnet_micro_64"), img_size=64, encoder_state=None, protocol="e2e",
                                params=params, device=torch.device("cpu"))
     runs = []
     real_train = finetune.train_miacnet
