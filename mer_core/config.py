@@ -179,6 +179,13 @@ class PretrainParams(_Section):
     warmup_epochs: int = Field(2, ge=0)
     # MA2MI: the step k between the current and the future frame, drawn from [1, max_step].
     max_step: int = Field(3, ge=1)
+    # MA2MI: shrink each macro step to this fraction of its motion (plus `micro_noise` grey
+    # levels of fresh sensor noise) before the action encoder reads it, and reconstruct the
+    # full macro change from it: macro-to-micro. None: the encoder reads the macro step.
+    micro_scale: Range | None = None
+    micro_noise: float = Field(2.0, ge=0)
+    # MA2MI: reconstruct the step's grey change, or its optical flow (mer_core/models/ma2mi.py).
+    target: Literal["change", "flow"] = "change"
     contrastive_weight: float = Field(1.0, ge=0)  # weight of ContraWarping in "both"
     temperature: float = Field(0.1, gt=0)
     # ContraWarping views, in units of half the crop side: global shifts (and zoom) and

@@ -79,6 +79,16 @@ def pair_motion(earlier: np.ndarray, later: np.ndarray, method: str = "farneback
     return np.concatenate([flow, optical_strain(flow)[..., None]], axis=-1)
 
 
+def move_along_flow(frame: np.ndarray, flow: np.ndarray, scale: float) -> np.ndarray:
+    """`frame` with its content moved `scale` × the flow `flow` (as `optical_flow` gives it
+    from this frame to a later one): (H, W, C) uint8 → the same shape. A backward warp,
+    frame(y − scale·w(y)), exact for the smooth fields of facial motion up to second order."""
+    h, w = flow.shape[:2]
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(frame, xs - scale * flow[..., 0], ys - scale * flow[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT)
+
+
 def clip_motion(frames: np.ndarray, method: str = "farneback") -> np.ndarray:
     """The motion of every frame from the first: (T, H, W, 3) uint8 → (T - 1, H, W, 3)
     float32 of (u, v, strain) per pixel; index k is frame k + 1 against frame 0."""

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mer_core.data.motion import pair_motion
+from mer_core.data.motion import move_along_flow, optical_flow, pair_motion
 from mer_core.data.store import frames_to_numpy, read_clips, shard_paths
 
 _MICRO_COLUMNS = ["clip_id", "dataset", "subject", "kind", "label", "label3", "apex", "frame_indices", "frames",
@@ -164,13 +164,22 @@ class MacroFramePairs(IterableDataset):
     `{"current", "future"}` uint8 (H, W, C), and with a `flow` method their motion
     `"motion"` (3, H, W) float32 (u, v, strain).
 
+    With `micro_scale` (low, high), the macro step is shrunk to a micro-expression's size
+    before anything reads it: "future" becomes x_t moved by a fraction s ~ U(low, high) of
+    the step's estimated flow, plus fresh sensor noise of `micro_noise` grey levels, and
+    the real x_{t+k} is kept as `"target"` — what the subtle movement grows into. With
+    `flow_target`, the step's flow x_t → x_{t+k} comes too, `"target_flow"` (2, H, W).
+
     Drawn here, in the DataLoader's workers when it has them, so only two frames per clip
     travel to the device and the flow is estimated beside training, not inside it. The
     draw is seeded by (seed, epoch, worker): a run resumed at an epoch sees the same pairs.
     """
 
-    def __init__(self, clips: MacroClipStream, max_step: int, flow: str | None = None, seed: int = 0):
+    def __init__(self, clips: MacroClipStream, max_step: int, flow: str | None = None, seed: int = 0,
+                 micro_scale: tuple[float, float] | None = None, micro_noise: float = 0.0,
+                 flow_target: bool = False):
         self.stream, self.max_step, self.flow, self.seed = clips, max_step, flow, seed
+        self.micro_scale, self.micro_noise, self.flow_target = micro_scale, micro_noise, flow_target
 
     @property
     def clips(self) -> int:
@@ -179,6 +188,12 @@ class MacroFramePairs(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.stream.set_epoch(epoch)
 
+    def _shrunk(self, current: np.ndarray, step_flow: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """x_t moved a micro-scale fraction of its step's flow, with its own sensor noise."""
+        moved = move_along_flow(current, step_flow, rng.uniform(*self.micro_scale))
+        noisy = moved + rng.normal(0.0, self.micro_noise, moved.shape) if self.micro_noise else moved
+        return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
     def __iter__(self):
         info = get_worker_info()
         rng = np.random.default_rng([self.seed, self.stream.epoch, info.id if info else 0])
@@ -186,6 +201,14 @@ class MacroFramePairs(IterableDataset):
             step = int(rng.integers(1, min(self.max_step, len(clip) - 1) + 1))
             start = int(rng.integers(0, len(clip) - step))
             pair = {"current": clip[start], "future": clip[start + step]}
+            step_flow = None
+            if self.micro_scale is not None or self.flow_target:
+                step_flow = optical_flow(clip[start].numpy(), clip[start + step].numpy(), self.flow or "farneback")
+            if self.flow_target:
+                pair["target_flow"] = torch.from_numpy(step_flow.transpose(2, 0, 1).copy())
+            if self.micro_scale is not None:
+                pair["target"] = pair["future"]
+                pair["future"] = torch.from_numpy(self._shrunk(clip[start].numpy(), step_flow, rng))
             if self.flow is not None:
                 motion = pair_motion(pair["current"].numpy(), pair["future"].numpy(), self.flow)
                 pair["motion"] = torch.from_numpy(motion.transpose(2, 0, 1).copy())

@@ -245,14 +245,20 @@ def reads_motion(action_input: str) -> bool:
 MIN_FLOW_STD = 1e-3
 
 
-def normalize_motion(motion: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) float (u, v, strain) → the same shape, scale-free per sample like
-    `frame_difference`: the flow less its mean (a global head shift is not an
-    expression) over the spread of both components, the strain over its own spread."""
-    flow, strain = motion[..., :2, :, :], motion[..., 2:, :, :]
+def normalize_flow(flow: torch.Tensor) -> torch.Tensor:
+    """(..., 2, H, W) float (u, v) → the same shape, scale-free per sample like
+    `frame_difference`: less its mean (a global head shift is not an expression), over the
+    spread of both components."""
     flow = flow - flow.mean(dim=(-2, -1), keepdim=True)
-    flow = flow / flow.std(dim=(-3, -2, -1), keepdim=True).clamp_min(MIN_FLOW_STD)
-    return torch.cat([flow, strain / strain.std(dim=(-2, -1), keepdim=True).clamp_min(MIN_FLOW_STD)], dim=-3)
+    return flow / flow.std(dim=(-3, -2, -1), keepdim=True).clamp_min(MIN_FLOW_STD)
+
+
+def normalize_motion(motion: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) float (u, v, strain) → the same shape: `normalize_flow` of the flow,
+    the strain over its own spread."""
+    flow, strain = motion[..., :2, :, :], motion[..., 2:, :, :]
+    return torch.cat([normalize_flow(flow), strain / strain.std(dim=(-2, -1), keepdim=True).clamp_min(MIN_FLOW_STD)],
+                     dim=-3)
 
 
 def mirror_flow(motion: torch.Tensor) -> torch.Tensor:

@@ -31,8 +31,15 @@ Our choices where the paper is silent (it has no released code):
   measured +0.07 to +0.12 UF1 over training the same network from scratch).
 - **The action encoder reads what MIACNet's will** (`pretrain.action_input`): the
   difference alone, or with the optical flow and strain of the step beside it, drawn with
-  the pair in the loader (`MacroFramePairs`). The target stays the grey change: the flow
-  is a second view of the motion, so the code must still say how the face changed.
+  the pair in the loader (`MacroFramePairs`).
+- **What is reconstructed** (`pretrain.target`): the grey change (`change`), or the
+  step's optical flow (`flow`), normalised the way the action branch reads it — motion
+  without the texture and lighting a grey change also carries.
+- **Macro to micro** (`pretrain.micro_scale`): a macro step is a large, clean movement,
+  unlike anything the encoder sees at fine-tuning. With `micro_scale` the loader shrinks
+  each step to a micro-expression's size (x_t moved a fraction s of the step's flow, with
+  fresh sensor noise) before the action encoder reads it, and the model reconstructs the
+  full macro step from it: the encoder learns to read what a subtle movement will become.
 """
 
 from __future__ import annotations
@@ -47,15 +54,22 @@ from mer_core.models.encoders import (
     InputSizeError,
     action_input,
     frame_difference,
+    normalize_flow,
     normalize_frames,
 )
 
 TARGET_DOWNSCALE = 4
 
 
+# What MA2MI reconstructs (`pretrain.target`), and its channels.
+TARGETS: dict[str, int] = {"change": 1, "flow": 2}
+
+
 class MA2MI(nn.Module):
-    def __init__(self, position_encoder: Encoder, action_encoder: Encoder, img_size: int, code_dim: int = 32):
+    def __init__(self, position_encoder: Encoder, action_encoder: Encoder, img_size: int, code_dim: int = 32,
+                 target: str = "change"):
         super().__init__()
+        self.target, self.channels = target, TARGETS[target]
         self.position_encoder = position_encoder
         self.action_encoder = action_encoder
         dim, tokens = position_encoder.embed_dim, position_encoder.num_tokens
@@ -74,7 +88,7 @@ class MA2MI(nn.Module):
         self.from_code = nn.Linear(code_dim, tokens * dim)
         self.predictor = Block(dim, heads=max(1, dim // 32))
         self.norm = nn.LayerNorm(dim)
-        self.to_pixels = nn.Linear(dim, self.patch * self.patch)
+        self.to_pixels = nn.Linear(dim, self.channels * self.patch * self.patch)
 
     def forward_encoder(self, current: torch.Tensor, future: torch.Tensor, motion: torch.Tensor | None = None
                         ) -> torch.Tensor:
@@ -86,22 +100,31 @@ class MA2MI(nn.Module):
         return position + self.from_code(code).view(-1, self.tokens, self.dim)
 
     def forward_predictor(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) → reconstructed future change, grey (B, S, S) at a quarter resolution."""
-        patches = self.to_pixels(self.norm(self.predictor(tokens)))  # (B, N, p*p)
-        b, p, g = patches.shape[0], self.patch, self.grid
-        # (B, g*g, p*p) → (B, g, p, g, p) → (B, g*p, g*p)
-        return patches.view(b, g, g, p, p).permute(0, 1, 3, 2, 4).reshape(b, g * p, g * p)
+        """(B, N, D) → the reconstructed target (B, C, S, S) at a quarter resolution."""
+        patches = self.to_pixels(self.norm(self.predictor(tokens)))  # (B, N, C*p*p)
+        b, c, p, g = patches.shape[0], self.channels, self.patch, self.grid
+        # (B, g*g, C*p*p) → (B, g, g, C, p, p) → (B, C, g, p, g, p) → (B, C, g*p, g*p)
+        return patches.view(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, g * p, g * p)
 
     def future_change(self, current: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
-        """The target: the normalised grey change x_{t+k} − x_t at a quarter resolution, (B, S, S)."""
-        return F.avg_pool2d(frame_difference(future, current), TARGET_DOWNSCALE).squeeze(1)  # (B, 1, H, W) → (B, S, S)
+        """The "change" target: the normalised grey change x_{t+k} − x_t at a quarter resolution, (B, 1, S, S)."""
+        return F.avg_pool2d(frame_difference(future, current), TARGET_DOWNSCALE)
+
+    def future_flow(self, flow: torch.Tensor) -> torch.Tensor:
+        """The "flow" target: the step's flow (B, 2, H, W), normalised as the action branch
+        reads it, at a quarter resolution, (B, 2, S, S)."""
+        return F.avg_pool2d(normalize_flow(flow.float()), TARGET_DOWNSCALE)
 
     def forward_loss(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(predicted, target)
 
-    def forward(self, current: torch.Tensor, future: torch.Tensor, motion: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        """Loss of reconstructing x_{t+k} from x_t and the action code of the step."""
+    def forward(self, current: torch.Tensor, future: torch.Tensor, motion: torch.Tensor | None = None,
+                target: torch.Tensor | None = None, target_flow: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of reconstructing the step x_t → x_{t+k} from x_t and the action code of the
+        step: its grey change, or its flow `target_flow` (B, 2, H, W). With `target` (the
+        macro frame a shrunk, micro-scale step grows into), the change to that frame."""
         predicted = self.forward_predictor(self.forward_encoder(current, future, motion))
-        return self.forward_loss(predicted, self.future_change(current, future))
+        if self.target == "flow":
+            return self.forward_loss(predicted, self.future_flow(target_flow))
+        return self.forward_loss(predicted, self.future_change(current, future if target is None else target))
 

@@ -42,7 +42,7 @@ class Pretrainer(torch.nn.Module):
         self.variant = variant
         position = create_model(params.encoder, img_size=img_size)
         action = create_model(params.encoder, img_size=img_size, in_chans=ACTION_INPUTS[params.action_input])
-        self.ma2mi = MA2MI(position, action, img_size) if variant in ("ma2mi", "both") else None
+        self.ma2mi = MA2MI(position, action, img_size, target=params.target) if variant in ("ma2mi", "both") else None
         self.contrastive = None
         if variant in ("contrastive", "both"):
             self.contrastive = ContraWarping(position, temperature=params.temperature, view_shift=params.view_shift,
@@ -51,15 +51,15 @@ class Pretrainer(torch.nn.Module):
         self.position, self.action = position, action
         self.contrastive_weight = params.contrastive_weight
 
-    def forward(self, current: torch.Tensor, future: torch.Tensor, motion: torch.Tensor | None,
-                generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Losses for a batch of `MacroFramePairs` (uint8 (B, H, W, C) frames, their motion
-        or None); "loss" is their weighted sum."""
+    def forward(self, pairs: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Losses for a batch of `MacroFramePairs` (uint8 (B, H, W, C) "current" and
+        "future" frames, and what else the pairs carry: "motion", "target", "target_flow");
+        "loss" is their weighted sum."""
         losses = {}
         if self.ma2mi is not None:
-            losses["ma2mi"] = self.ma2mi(current, future, motion)
+            losses["ma2mi"] = self.ma2mi(**pairs)
         if self.contrastive is not None:
-            losses["contrastive"] = self.contrastive(normalize_frames(current), generator)
+            losses["contrastive"] = self.contrastive(normalize_frames(pairs["current"]), generator)
         weight = {"ma2mi": 1.0, "contrastive": self.contrastive_weight}
         losses["loss"] = sum(weight[k] * v for k, v in losses.items())
         return losses
@@ -118,7 +118,9 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
     device = engine.select_device(params.device)
     generator = engine.seed_everything(params.seed)
     flow = flow_method if reads_motion(params.action_input) else None
-    stream = MacroFramePairs(MacroClipStream(clips_dirs, seed=params.seed), params.max_step, flow, params.seed)
+    micro_scale = None if params.micro_scale is None else (params.micro_scale.low, params.micro_scale.high)
+    stream = MacroFramePairs(MacroClipStream(clips_dirs, seed=params.seed), params.max_step, flow, params.seed,
+                             micro_scale, params.micro_noise, flow_target=params.target == "flow")
     model = Pretrainer(variant, params, img_size).to(device)
     optimizer = engine.configure_optimizers(model.named_parameters(), params.lr, params.weight_decay)
     checkpoint_path = Path(checkpoint_dir) / f"{variant}.pt"
@@ -143,7 +145,7 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
 
         def loss_of_batch(pairs: dict[str, torch.Tensor]) -> torch.Tensor:
             on_device = {k: v.to(device, non_blocking=True) for k, v in pairs.items()}
-            losses = step_loss(on_device["current"], on_device["future"], on_device.get("motion"), generator)
+            losses = step_loss(on_device, generator)
             for name, value in losses.items():
                 parts.setdefault(name, []).append(float(value.detach()))
             return losses["loss"]

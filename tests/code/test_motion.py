@@ -5,7 +5,14 @@ import cv2
 import numpy as np
 import pytest
 
-from mer_core.data.motion import clip_motion, magnify, onset_motion, optical_flow, optical_strain
+from mer_core.data.motion import (
+    clip_motion,
+    magnify,
+    move_along_flow,
+    onset_motion,
+    optical_flow,
+    optical_strain,
+)
 from mer_core.data.synthetic import ACTION_UNITS, AU_INDEX, FaceRenderer, apply_nuisances, sample_identity
 
 
@@ -24,6 +31,16 @@ def test_a_translated_image_gives_that_flow(method, shift):
     inner = optical_flow(image, moved, method)[12:-12, 12:-12]  # (H, W, 2)
     assert np.abs(inner.reshape(-1, 2).mean(axis=0) - shift).max() < 0.1, method
     assert np.abs(optical_strain(inner)).mean() < 0.05  # a rigid shift does not deform
+
+
+@pytest.mark.parametrize("scale", [0.2, 0.5, 1.0])
+def test_moving_along_a_flow_moves_that_fraction_of_it(scale):
+    image = _textured()
+    moved = cv2.warpAffine(image, np.float32([[1, 0, 2.0], [0, 1, -1.0]]), image.shape[::-1],
+                           flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    shrunk = move_along_flow(image, optical_flow(image, moved), scale)
+    inner = optical_flow(image, shrunk)[12:-12, 12:-12]
+    assert np.abs(inner.reshape(-1, 2).mean(axis=0) - scale * np.array([2.0, -1.0])).max() < 0.1
 
 
 def test_strain_of_a_stretch_and_a_shear():

@@ -68,6 +68,20 @@ def test_ma2mi_overfits_one_batch():
     assert last < 0.5 * first
 
 
+def test_ma2mi_with_a_flow_target_overfits_one_batch():
+    from mer_core.data.motion import optical_flow
+
+    torch.manual_seed(0)
+    clips = moving_clips(8)
+    current, future = clips[:, 1], clips[:, 3]
+    flow = torch.stack([torch.from_numpy(optical_flow(a.numpy(), b.numpy()).transpose(2, 0, 1))
+                        for a, b in zip(current, future)])  # (B, 2, H, W)
+    model = MA2MI(create_model(ENCODER), create_model(ENCODER), img_size=64, target="flow")
+    assert model.forward_predictor(model.forward_encoder(current, future)).shape == (8, 2, 16, 16)
+    first, last = _train(model, lambda: model(current, future, target_flow=flow), steps=80)
+    assert last < 0.5 * first
+
+
 def test_contrawarping_overfits_one_batch():
     torch.manual_seed(0)
     images = normalize_frames(moving_clips(8)[:, 0])
@@ -153,6 +167,23 @@ def test_frame_pairs_are_drawn_in_the_loader_with_their_flow_and_repeat_per_epoc
     assert all(torch.equal(a["future"], b["future"]) for a, b in zip(drawn, again))  # a resumed epoch: the same pairs
     pairs.set_epoch(1)
     assert "motion" not in next(iter(MacroFramePairs(MacroClipStream([tmp_path / "clips"]), 2)))
+
+
+def test_a_shrunk_macro_step_is_a_micro_movement_of_the_current_frame_towards_the_target(tmp_path):
+    from mer_core.data.motion import optical_flow
+    from mer_core.data.training_sets import MacroClipStream, MacroFramePairs
+
+    _macro_table(tmp_path / "clips", clips=4)
+    pairs = MacroFramePairs(MacroClipStream([tmp_path / "clips"]), max_step=2, flow="farneback", seed=3,
+                            micro_scale=(0.2, 0.3), micro_noise=0.0)
+    for pair in pairs:
+        current, shrunk, target = (pair[k].numpy() for k in ("current", "future", "target"))
+        full, small = optical_flow(current, target), optical_flow(current, shrunk)
+        moving = np.linalg.norm(full, axis=-1) > 0.5
+        assert moving.any()
+        ratio = np.linalg.norm(small[moving], axis=-1).mean() / np.linalg.norm(full[moving], axis=-1).mean()
+        assert 0.1 < ratio < 0.4  # the action encoder sees a fifth to a third of the step
+        assert pair["motion"].shape == (3, 64, 64)
 
 
 def test_pretrained_encoders_must_read_what_params_ask(tmp_path):
