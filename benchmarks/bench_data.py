@@ -59,7 +59,7 @@ def build_data(params, workers: int) -> tuple[dict[str, float], dict, dict, obje
     start = time.perf_counter()
     key = anon.load_key(params.anonymize.key_env, params.anonymize.key_file)
     report = anon.anonymize(params.paths.interim / CLIPS_DIR, params.paths.processed / CLIPS_DIR, key,
-                            True, params.ingest.face_margin, workers)
+                            True, workers)
     timings["anonymize"] = time.perf_counter() - start
     print(f"anonymize   {timings['anonymize']:7.1f} s  rows {report.rows}, subjects {report.subjects}", flush=True)
     return timings, counts, summaries, report

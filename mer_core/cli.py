@@ -153,7 +153,7 @@ def anonymize(params: Path = ParamsOption) -> None:
     a = p.anonymize
     key = anon.load_key(a.key_env, a.key_file, Path(params).resolve().parent)
     report = anon.anonymize(p.paths.interim / CLIPS_DIR, p.paths.processed / CLIPS_DIR, key,
-                            a.mask_outside_face, p.ingest.face_margin, a.workers)
+                            a.mask_outside_face, a.workers)
     write_json(p.paths.anonymization_report, asdict(report))
     typer.echo(report.describe())
 
