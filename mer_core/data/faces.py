@@ -73,7 +73,7 @@ _HOG_WINDOW = 80
 _HAAR_TO_DLIB = (0.8, 0.08)  # (width factor, downward shift in Haar box widths)
 # Checking a tracked face: the detector runs on the box enlarged this much, resampled so
 # the box is _CHECK_PX wide, with this threshold (below the onset's 0: the track is a prior).
-_CHECK_CONTEXT, _CHECK_PX, _CHECK_THRESHOLD = 1.6, 100, -0.4
+_CHECK_CONTEXT, _CHECK_PX, _CHECK_THRESHOLD = 1.4, 90, -0.4
 
 
 def landmark_model_path(name: str) -> Path:
@@ -173,8 +173,9 @@ def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
 def canonical_eyes(size: int, margin: float) -> np.ndarray:
     """(2, 2): where an aligned crop of side `size` puts the image-left and image-right eye centres."""
     square = size / (1 + 2 * margin)
-    y = margin * square + EYE_LINE * square
-    return np.array([[size / 2 - EYE_DISTANCE * square / 2, y], [size / 2 + EYE_DISTANCE * square / 2, y]])
+    y = margin * square + EYE_LINE * square - 0.5  # pixel centres: the crop spans -0.5 .. size - 0.5
+    middle = (size - 1) / 2
+    return np.array([[middle - EYE_DISTANCE * square / 2, y], [middle + EYE_DISTANCE * square / 2, y]])
 
 
 def eye_matrix(face: Face, model: str, size: int, margin: float) -> np.ndarray:
