@@ -58,7 +58,7 @@ def test_head_motion_inside_a_clip_is_aligned_away():
     assert np.abs(crops[1:] - crops[0]).mean() < 0.3 * unaligned
 
 
-def test_rendered_landmarks_are_found_within_a_tenth_of_the_eye_distance():
+def test_rendered_landmarks_are_found_within_a_fifteenth_of_the_eye_distance():
     """The synthetic benchmark as a landmark test: dlib's 68 points against where the
     renderer drew brows, eyes, nose and lips (mean error / inter-ocular distance)."""
     finder = face_finder("hog", "dlib68", 48)
@@ -70,7 +70,7 @@ def test_rendered_landmarks_are_found_within_a_tenth_of_the_eye_distance():
         found = finder.find(renderer.render(au), 0).landmarks
         distance = np.linalg.norm(truth[42:48].mean(0) - truth[36:42].mean(0))
         errors.append(np.nanmean(np.linalg.norm(found - truth, axis=1)) / distance)
-    assert np.mean(errors) < 0.085, errors
+    assert np.mean(errors) < 0.065, errors
 
 
 def test_no_face_raises_naming_the_frame():
