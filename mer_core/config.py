@@ -96,6 +96,9 @@ class IngestParams(_Section):
     window_stride: int = Field(2, ge=1)
     windows_per_video: int = Field(4, ge=1)
     face_margin: float = Field(0.15, ge=0, le=1)
+    # The smallest face looked for (pixels wide). dlib's HOG detector scans an 80-px window,
+    # so frames are scaled by 80 / min_face_px to detect (48: 1.67x up); raise it for
+    # large faces in large frames to detect faster.
     min_face_px: int = Field(48, ge=16)
     # The face front end (mer_core/data/faces.py): which detector finds the face on the
     # onset (and checks it on every frame), which dlib shape predictor gives its landmarks
