@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test bench bench-memory bench-ablation bench-tuning bench-motion bench-gpu clean
+.PHONY: install run test bench bench-faces bench-memory bench-ablation bench-tuning bench-motion bench-gpu clean
 
 # torch first and pinned: an unpinned torch drags in gigabytes of CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt
@@ -31,8 +31,11 @@ run: install  ## the whole pipeline on the embedded synthetic data
 test: install  ## the test suite (exit 5, "no tests collected", is not a failure)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
-bench: install  ## throughput figures (ingest frames/s, stage wall times)
+bench: install  ## throughput figures (ingest frames/s, landmark vs Haar front end vs raw decode, stage wall times)
 	$(BIN)/python benchmarks/bench_data.py
+
+bench-faces: install  ## face front end: detection rate dlib vs Haar, landmark error, portrait jitter, mer predict real-time factor
+	$(BIN)/python benchmarks/bench_faces.py
 
 bench-memory: install  ## peak RSS of ingest on a short video vs one 10× longer (streaming check)
 	$(BIN)/python benchmarks/bench_ingest_memory.py

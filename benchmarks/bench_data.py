@@ -1,7 +1,9 @@
 """Data-stage figures on the default profile: wall time per stage, rows, ingest frames/s.
 
 Runs synthesize → ingest → anonymize → validate in a temporary folder with the repo's
-params.yaml (paths redirected), and prints one line per stage. Usage:
+params.yaml (paths redirected), and prints one line per stage; then ingests the same files
+through the other face front end (Haar box, or landmarks when params choose Haar) and
+decodes them alone, to set ingest's frames/s against a raw OpenCV decode. Usage:
     python benchmarks/bench_data.py [--params params.yaml] [--workers 2]
 """
 
@@ -51,7 +53,8 @@ def build_data(params, workers: int) -> tuple[dict[str, float], dict, dict, obje
     timings["ingest"] = time.perf_counter() - start
     frames = sum(s.frames_decoded for s in summaries.values())
     rows = sum(s.rows for s in summaries.values())
-    print(f"ingest      {timings['ingest']:7.1f} s  rows {rows}, rejected "
+    front_end = f"{params.ingest.face_detector}, {params.ingest.alignment}"
+    print(f"ingest ({front_end})  {timings['ingest']:7.1f} s  rows {rows}, rejected "
           f"{sum(s.rejected for s in summaries.values())}, frames decoded {frames}, "
           f"{frames / timings['ingest']:.0f} frames/s overall "
           + ", ".join(f"{n} {s.frames_per_second:.0f} frames/s" for n, s in summaries.items()), flush=True)
@@ -59,10 +62,59 @@ def build_data(params, workers: int) -> tuple[dict[str, float], dict, dict, obje
     start = time.perf_counter()
     key = anon.load_key(params.anonymize.key_env, params.anonymize.key_file)
     report = anon.anonymize(params.paths.interim / CLIPS_DIR, params.paths.processed / CLIPS_DIR, key,
-                            True, params.ingest.face_margin, workers)
+                            True, workers)
     timings["anonymize"] = time.perf_counter() - start
     print(f"anonymize   {timings['anonymize']:7.1f} s  rows {report.rows}, subjects {report.subjects}", flush=True)
     return timings, counts, summaries, report
+
+
+def _decode_clip(clip) -> int:
+    """Decode what ingest decodes of one clip, nothing more: its sampled images, or its video
+    front to back. Returns the frames decoded."""
+    from mer_core.data.video import FrameReadError, VideoReader, read_image_sequence
+
+    try:
+        if clip.video is None:
+            return len(read_image_sequence([path for _, path in clip.frames]))
+        with VideoReader(clip.video) as reader:
+            return sum(1 for _ in reader.frames())
+    except FrameReadError:
+        return 0
+
+
+def raw_decode(params, workers: int) -> tuple[int, float]:
+    """(frames, seconds) of decoding every clip of params' data sets with OpenCV alone, in
+    `workers` processes as ingest does."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from mer_core.data.adapters import read_dataset
+
+    start = time.perf_counter()
+    clips = [clip for source in params.ingest.datasets for clip in read_dataset(
+        source.adapter, source.name, source.root, annotation=source.annotation, fps=source.fps,
+        frames_per_clip=params.ingest.frames_per_clip, labels=source.labels).clips]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        frames = sum(pool.map(_decode_clip, clips, chunksize=4))
+    return frames, time.perf_counter() - start
+
+
+def compare_front_ends(params, workers: int, root: Path) -> None:
+    """Ingest frames/s of the other face front end and of a raw decode of the same files."""
+    from mer_core.data.ingest import ingest
+
+    other = ({"face_detector": "haar", "alignment": "box"} if params.ingest.face_detector == "hog"
+             else {"face_detector": "hog", "alignment": "landmarks"})
+    start = time.perf_counter()
+    summaries = ingest(params.ingest.model_copy(update={"workers": workers, **other}), root / "interim_other")
+    seconds = time.perf_counter() - start
+    frames = sum(s.frames_decoded for s in summaries.values())
+    print(f"ingest ({other['face_detector']}, {other['alignment']})  {seconds:7.1f} s  rows "
+          f"{sum(s.rows for s in summaries.values())}, rejected {sum(s.rejected for s in summaries.values())}, "
+          f"{frames / seconds:.0f} frames/s", flush=True)
+    frames, seconds = raw_decode(params, workers)
+    print(f"raw decode  {seconds:7.1f} s  frames {frames}, {frames / seconds:.0f} frames/s (OpenCV alone, "
+          f"{workers} processes)", flush=True)
 
 
 def main() -> None:
@@ -79,6 +131,7 @@ def main() -> None:
         raw = apply_profile(yaml.safe_load(args.params.read_text()), args.params)
         params = Params.model_validate(redirect_paths(raw, Path(tmp)))
         timings, *_ = build_data(params, args.workers)
+        compare_front_ends(params, args.workers, Path(tmp))
 
         start = time.perf_counter()
         result = validate_clips(params.paths.processed / CLIPS_DIR, params.validate_,

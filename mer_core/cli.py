@@ -153,7 +153,7 @@ def anonymize(params: Path = ParamsOption) -> None:
     a = p.anonymize
     key = anon.load_key(a.key_env, a.key_file, Path(params).resolve().parent)
     report = anon.anonymize(p.paths.interim / CLIPS_DIR, p.paths.processed / CLIPS_DIR, key,
-                            a.mask_outside_face, p.ingest.face_margin, a.workers)
+                            a.mask_outside_face, a.workers)
     write_json(p.paths.anonymization_report, asdict(report))
     typer.echo(report.describe())
 
@@ -272,7 +272,8 @@ def register(params: Path = ParamsOption) -> None:
         model_name=p.register_.model_name, variant=meta["variant"], classes=meta["classes"],
         datasets={d.name: d.adapter for d in p.ingest.datasets}, protocol=protocol, data_version=version,
         git_commit=git_state(Path(params).resolve().parent)[0], metrics=metrics, ablation=ablation,
-        validation=_read_json(paths.validation_report, "validate"), model=meta)
+        validation=_read_json(paths.validation_report, "validate"), model=meta,
+        landmark_model=p.ingest.landmark_model)
     write_text_atomically(paths.model_card, card)
     outcome = register_model(
         _tracking(p, params, "register", dirs), p.register_.model_name, paths.final_model,

@@ -96,9 +96,21 @@ class IngestParams(_Section):
     window_stride: int = Field(2, ge=1)
     windows_per_video: int = Field(4, ge=1)
     face_margin: float = Field(0.15, ge=0, le=1)
+    # The smallest face looked for (pixels wide). dlib's HOG detector scans an 80-px window,
+    # so frames are scaled by 80 / min_face_px to detect (48: 1.67x up); raise it for
+    # large faces in large frames to detect faster.
     min_face_px: int = Field(48, ge=16)
-    # Register every frame of a clip to its first (sub-pixel translation inside the face):
-    # head jitter is as large as a micro-expression and would swamp the motion otherwise.
+    # The face front end (mer_core/data/faces.py): which detector finds the face on the
+    # onset (and checks it on every frame), which dlib shape predictor gives its landmarks
+    # (dlib68: iBUG 300-W, non-commercial use only; dlib5: no such limit, no regions), and
+    # how frames are aligned: `landmarks` (eye centres levelled at a fixed distance, every
+    # frame mapped onto the onset) or `box` (the onset's detector box levelled by the eye
+    # line, one crop for the whole clip: the earlier front end, with `face_detector: haar`).
+    face_detector: Literal["hog", "haar"] = "hog"
+    landmark_model: Literal["dlib68", "dlib5"] = "dlib68"
+    alignment: Literal["landmarks", "box"] = "landmarks"
+    # Register every frame of a clip to its first (sub-pixel translation inside the face)
+    # after alignment: what is left of head jitter is as large as a micro-expression.
     stabilize: bool = True
     rows_per_shard: int = Field(512, ge=1)
     row_group_size: int = Field(64, ge=1)

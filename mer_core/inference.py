@@ -1,10 +1,12 @@
 """Prediction with a trained MIACNet: aligned clips → class probabilities, and a whole
 video → per-window probabilities (`mer predict`).
 
-A video is aligned exactly as `ingest` aligns training clips (`align_window`: detect,
-crop, stabilize) and masked as `anonymize` masks them, so the model sees what it was
-trained on. Frames are decoded once, in order, and only one window's span is held in
-memory, so a long video costs time, not memory.
+A video is aligned exactly as `ingest` aligns training clips (mer_core/data/faces.py:
+detect, landmarks tracked frame to frame, alignment on the eye centres, stabilize) and
+masked as `anonymize` masks them, so the model sees what it was trained on. The face is
+tracked once through the stream and each frame's landmarks serve every window it is in.
+Frames are decoded once, in order, and only one window's span is held in memory, so a
+long video costs time, not memory.
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mer_core.data.faces import CropSettings, NoFaceError, align_window, face_ellipse_mask
+from mer_core.data.faces import (
+    AlignedClip,
+    CropSettings,
+    NoFaceError,
+    TrackedFrame,
+    align_faces,
+    align_window,
+    canonical_face_mask,
+    mask_outside_face,
+    track_stream,
+)
 from mer_core.data.motion import onset_motion
 from mer_core.data.video import FrameReadError, VideoReader, micro_frame_numbers, read_video_frames
 from mer_core.models.miacnet import MIACNet, build_miacnet
@@ -57,15 +69,15 @@ def class_probabilities(model: MIACNet, clips: np.ndarray, mask_margin: float | 
                         motion: dict | None = None) -> np.ndarray:
     """(N, T, H, W, 3) uint8 RGB aligned clips, apex at T // 2 → (N, K) probabilities.
 
-    `mask_margin` blanks everything outside the face ellipse, as `anonymize` did to the
-    training clips when it masked them. A model whose action branch reads flow gets the
+    `mask_margin` blanks everything outside where alignment puts a face (for clips not
+    already masked outside their landmarks, as `anonymize` masks training clips). A model whose action branch reads flow gets the
     onset→apex motion, estimated here as the features stage did (`motion`: the final
     model's `{"flow", "magnification"}`).
     """
     if clips.ndim != 5 or clips.shape[-1] != 3:
         raise ValueError(f"expected clips of shape (N, T, H, W, 3), got {clips.shape}")
     if mask_margin is not None:
-        clips = clips * face_ellipse_mask(clips.shape[2], mask_margin)[None, None, :, :, None]
+        clips = clips * canonical_face_mask(clips.shape[2], mask_margin)[None, None, :, :, None]
     onset = torch.from_numpy(np.ascontiguousarray(clips[:, 0]))
     apex = torch.from_numpy(np.ascontiguousarray(clips[:, clips.shape[1] // 2]))
     flows = None
@@ -89,6 +101,7 @@ class ClipPredictor:
     frames_per_clip: int
     crop: CropSettings
     predict: Callable[[np.ndarray], np.ndarray]  # aligned clips → (N, K) probabilities
+    masked: bool = False  # trained on clips masked outside their landmarks: mask windows alike
 
 
 def mask_margin(face_margin: float, masked: bool) -> float | None:
@@ -102,7 +115,8 @@ def serving_config(crop: CropSettings, masked: bool) -> dict:
     its pyfunc `model_config`, read back by `predictor_from_pyfunc`."""
     return {"mask_margin": mask_margin(crop.face_margin, masked), "crop_size": crop.crop_size,
             "frames_per_clip": crop.frames_per_clip, "face_margin": crop.face_margin,
-            "min_face_px": crop.min_face_px, "stabilize": crop.stabilize}
+            "min_face_px": crop.min_face_px, "stabilize": crop.stabilize, "face_detector": crop.face_detector,
+            "landmark_model": crop.landmark_model, "alignment": crop.alignment}
 
 
 def predictor_from_file(path: Path, crop: CropSettings, mask_margin: float | None) -> ClipPredictor:
@@ -111,18 +125,23 @@ def predictor_from_file(path: Path, crop: CropSettings, mask_margin: float | Non
     if meta["img_size"] != crop.crop_size:
         raise ValueError(f"{path} was trained on {meta['img_size']} px crops, ingest.crop_size is {crop.crop_size}")
     return ClipPredictor(Path(path).name, meta["classes"], crop.frames_per_clip, crop,
-                         lambda clips: class_probabilities(model, clips, mask_margin, meta["motion"]))
+                         lambda clips: class_probabilities(model, clips, mask_margin, meta["motion"]),
+                         masked=mask_margin is not None)
 
 
 def predictor_from_pyfunc(uri: str, pyfunc) -> ClipPredictor:
     """A predictor over a registered pyfunc; its alignment settings travel in its model config."""
     config = pyfunc.model_config or {}
+    # A model registered before the landmark front end was trained on Haar boxes.
     crop = CropSettings(crop_size=config["crop_size"], frames_per_clip=config["frames_per_clip"], window_stride=1,
                         windows_per_video=1, face_margin=config["face_margin"], min_face_px=config["min_face_px"],
-                        stabilize=config["stabilize"])
+                        stabilize=config["stabilize"], face_detector=config.get("face_detector", "haar"),
+                        landmark_model=config.get("landmark_model", "dlib68"),
+                        alignment=config.get("alignment", "box"))
     classes = [c.name for c in pyfunc.metadata.get_output_schema().inputs]
     return ClipPredictor(uri, classes, crop.frames_per_clip, crop,
-                         lambda clips: pyfunc.predict(clips).to_numpy(np.float64))
+                         lambda clips: pyfunc.predict(clips).to_numpy(np.float64),
+                         masked=config.get("mask_margin") is not None)
 
 
 # --- windows over a video ---------------------------------------------------------------
@@ -193,8 +212,9 @@ def predict_video(video: Path, predictor: ClipPredictor, *, window_s: float = 0.
                 raise FrameReadError(f"{video}: the container gives no frame rate; pass --fps")
             span = max(predictor.frames_per_clip, round(window_s * rate))
             stride = max(1, round(stride_s * rate))
-            for window, frames in sliding_windows(reader.intact_frames(), span, stride, predictor.frames_per_clip):
-                scorer.add(window, frames)
+            tracked = track_stream(reader.intact_frames(), predictor.crop)
+            for window, frames in sliding_windows(tracked, span, stride, predictor.frames_per_clip):
+                scorer.add_tracked(window, frames)
     if given is not None:
         window = given_window(*given, predictor.frames_per_clip)
         kept, decoded, _ = read_video_frames(video, window.numbers)
@@ -216,12 +236,28 @@ class _WindowScorer:
         self.seen = 0
 
     def add(self, window: Window, frames: list[np.ndarray]) -> None:
+        """A window of frames: detect, track and align them, then queue it."""
         self.seen += 1
         try:
-            crops = align_window(frames, window.numbers, self.predictor.crop, self.video_name)[1]
+            self._queue(window, align_window(frames, window.numbers, self.predictor.crop, self.video_name))
         except (FrameReadError, NoFaceError) as exc:
-            self.rejected.append({"start_frame": window.start, "end_frame": window.end, "reason": str(exc)})
+            self._reject(window, str(exc))
+
+    def add_tracked(self, window: Window, frames: list[TrackedFrame]) -> None:
+        """A window of a tracked stream: aligned from the stream's landmarks, or rejected
+        with the reason of its first frame without a face."""
+        self.seen += 1
+        lost = next((f.reason for f in frames if f.face is None), None)
+        if lost is not None:
+            self._reject(window, lost)
             return
+        self._queue(window, align_faces([f.frame for f in frames], [f.face for f in frames], self.predictor.crop))
+
+    def _reject(self, window: Window, reason: str) -> None:
+        self.rejected.append({"start_frame": window.start, "end_frame": window.end, "reason": reason})
+
+    def _queue(self, window: Window, aligned: AlignedClip) -> None:
+        crops = mask_outside_face(aligned.crops, aligned.landmarks) if self.predictor.masked else aligned.crops
         self.pending.append((window, crops))
         if len(self.pending) == _BATCH:
             self._flush()

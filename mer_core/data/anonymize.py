@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mer_core import MerError
-from mer_core.data.faces import face_ellipse_mask
+from mer_core.data.faces import mask_outside_face
 from mer_core.data.store import (
     SOURCE_COLUMNS,
     frames_to_numpy,
@@ -198,14 +198,19 @@ def _replace_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.set_column(table.schema.get_field_index(name), name, values)
 
 
-def anonymize_table(table: pa.Table, key: PseudonymKey, mask: np.ndarray | None) -> pa.Table:
-    """One row group: pseudonymise subject and clip_id, drop source columns, mask pixels."""
+def anonymize_table(table: pa.Table, key: PseudonymKey, mask_outside: bool) -> pa.Table:
+    """One row group: pseudonymise subject and clip_id, drop source columns, and with
+    `mask_outside` blank every pixel outside the hull of each clip's landmarks."""
     subjects = [pseudonym(key, d, s) for d, s in zip(table["dataset"].to_pylist(), table["subject"].to_pylist())]
     table = _replace_column(table, "subject", pa.array(subjects, pa.string()))
     table = _replace_column(table, "clip_id", pa.array([pseudo_clip_id(key, c) for c in table["clip_id"].to_pylist()], pa.string()))
     table = table.drop_columns([c for c in SOURCE_COLUMNS if c in table.column_names])
-    if mask is not None:
-        frames = frames_to_numpy(table["frames"]) * mask[None, None, :, :, None]  # (N, T, H, W, C)
+    if mask_outside:
+        landmarks = frames_to_numpy(table["landmarks"])  # (N, K, 2), crop pixels
+        if np.isnan(landmarks).any():
+            raise MerError("clips without landmarks cannot be masked outside the face; re-run `mer ingest`")
+        frames = np.stack([mask_outside_face(clip, points)
+                           for clip, points in zip(frames_to_numpy(table["frames"]), landmarks)])  # (N, T, H, W, C)
         table = _replace_column(table, "frames", pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(frames)))
     return table.replace_schema_metadata(None)
 
@@ -285,17 +290,15 @@ class _ShardOutcome:
     kinds: Counter = field(default_factory=Counter)
 
 
-def _anonymize_shard(job: tuple[Path, Path, PseudonymKey, bool, float]) -> _ShardOutcome:
+def _anonymize_shard(job: tuple[Path, Path, PseudonymKey, bool]) -> _ShardOutcome:
     """Stream one interim shard, row group by row group, into its anonymized twin."""
-    source, target, key, mask_outside_face, face_margin = job
+    source, target, key, mask_outside = job
     outcome = _ShardOutcome()
 
     def anonymized_groups():
         for group in iter_row_groups([source]):
             outcome.raw_tokens.update(raw_identifiers(group))
-            size = group.schema.field("frames").type.shape[1]
-            mask = face_ellipse_mask(size, face_margin) if mask_outside_face else None
-            group = anonymize_table(group, key, mask)
+            group = anonymize_table(group, key, mask_outside)
             outcome.subjects.update(group["subject"].to_pylist())
             outcome.datasets.update(group["dataset"].to_pylist())
             outcome.kinds.update(group["kind"].to_pylist())
@@ -306,7 +309,7 @@ def _anonymize_shard(job: tuple[Path, Path, PseudonymKey, bool, float]) -> _Shar
 
 
 def anonymize(in_clips: Path, out_clips: Path, key: PseudonymKey, mask_outside_face: bool,
-              face_margin: float, workers: int = 1) -> AnonymizationReport:
+              workers: int = 1) -> AnonymizationReport:
     """Rewrite every interim shard into `out_clips`, then prove no raw identifier survived.
 
     Shards are independent, so `workers` processes rewrite them side by side (reading,
@@ -324,7 +327,7 @@ def anonymize(in_clips: Path, out_clips: Path, key: PseudonymKey, mask_outside_f
     report = AnonymizationReport(masked_outside_face=mask_outside_face, key_source=key.source,
                                  key_fingerprint=key.fingerprint)
     with staged_directory(out_clips) as staged:
-        jobs = [(path, staged / path.relative_to(in_clips), key, mask_outside_face, face_margin) for path in paths]
+        jobs = [(path, staged / path.relative_to(in_clips), key, mask_outside_face) for path in paths]
         if workers > 1 and len(jobs) > 1:
             # Spawn, not fork: OpenCV's thread pool deadlocks in a forked child.
             with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:

@@ -1,8 +1,9 @@
 """Ingestion: raw layouts → decoded, face-cropped, frame-sampled clip table shards.
 
 Adapters say what the clips are; this module reads their pixels (in a process pool),
-finds the face, crops it and writes the rows. Anything that fails — an unreadable
-file, no face, a bad sheet row — goes to the rejected table and the run carries on.
+finds and tracks the face, aligns it and writes the rows. Anything that fails — an
+unreadable file, no face, two faces, a face lost mid-clip, a bad sheet row — goes to the
+rejected table and the run carries on.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from mer_core.config import DatasetSource, IngestParams, ParamsError, validation_problems
 from mer_core.data.adapters import read_dataset
 from mer_core.data.adapters.sheets import RawClip
-from mer_core.data.faces import CropSettings, FaceBox, NoFaceError, align_window
+from mer_core.data.faces import LANDMARK_POINTS, AlignedClip, CropSettings, NoFaceError, align_window
 from mer_core.data.labels import composite_label
 from mer_core.data.store import (
     CLIPS_DIR,
@@ -73,11 +74,11 @@ def _align_into(outcome: ClipOutcome, job: ClipJob, where: str, numbers: list[in
                 fps: float | None) -> None:
     """Align one window's frames and add its row to `outcome`, or its rejection."""
     try:
-        box, crops = align_window(frames, numbers, job.settings, where)
+        aligned = align_window(frames, numbers, job.settings, where)
     except (FrameReadError, NoFaceError) as exc:
         outcome.rejections.append(Rejection(job.dataset, where, str(exc)))
         return
-    outcome.rows.append(_row(job, where, numbers, box, crops, fps))
+    outcome.rows.append(_row(job, where, numbers, aligned, fps))
 
 
 def _process_image_sequence(job: ClipJob) -> ClipOutcome:
@@ -172,7 +173,7 @@ def process_clip(job: ClipJob) -> ClipOutcome:
         return ClipOutcome(rejections=[Rejection(job.dataset, job.clip.item, f"OpenCV could not process it: {exc}")])
 
 
-def _row(job: ClipJob, where: str, numbers: list[int], box: FaceBox, crops: np.ndarray, fps: float | None) -> dict:
+def _row(job: ClipJob, where: str, numbers: list[int], aligned: AlignedClip, fps: float | None) -> dict:
     clip = job.clip
     return {
         "clip_id": f"{job.dataset}/{where}",
@@ -187,10 +188,11 @@ def _row(job: ClipJob, where: str, numbers: list[int], box: FaceBox, crops: np.n
         "fps": fps,
         "action_units": clip.action_units,
         "frame_indices": numbers,
-        "face_box": [box.x, box.y, box.w, box.h],
-        "face_score": box.score,
+        "face_box": [int(round(v)) for v in aligned.face.box],
+        "face_score": aligned.face.score,
         "source_path": clip.item,
-        "frames": crops,  # (T, S, S, 3) RGB
+        "landmarks": aligned.landmarks,  # (K, 2) onset landmarks, crop pixels
+        "frames": aligned.crops,  # (T, S, S, 3) RGB
     }
 
 
@@ -222,7 +224,8 @@ def _ingest_dataset(source: DatasetSource, params: IngestParams, clips_dir: Path
                            fps=source.fps, frames_per_clip=params.frames_per_clip, labels=source.labels)
     rejections = list(listing.rejections)
     summary = DatasetSummary(clips_listed=len(listing.clips))
-    writer = ShardWriter(clips_dir / source.name, clip_schema(params.frames_per_clip, params.crop_size),
+    writer = ShardWriter(clips_dir / source.name, clip_schema(params.frames_per_clip, params.crop_size,
+                                                              landmarks=LANDMARK_POINTS[params.landmark_model]),
                          params.rows_per_shard, params.row_group_size)
     settings = CropSettings.from_params(params)
     jobs = [ClipJob(source.name, source.adapter, source.kind, clip, settings) for clip in listing.clips]

@@ -2,7 +2,8 @@
 
 One row per clip. Frames live in a `fixed_shape_tensor` column of uint8 with shape
 (T, H, W, C), so a reader gets a zero-copy NumPy view per row group and a data set
-larger than memory streams through training one row group at a time.
+larger than memory streams through training one row group at a time. The onset frame's
+landmarks (68 or 5 points, in crop pixels) live beside them in a float32 (K, 2) tensor column.
 """
 
 from __future__ import annotations
@@ -64,9 +65,16 @@ def frames_type(frames: int, size: int, channels: int = 3) -> pa.FixedShapeTenso
     return pa.fixed_shape_tensor(pa.uint8(), (frames, size, size, channels))
 
 
-def clip_schema(frames: int, size: int, channels: int = 3, *, with_source: bool = True) -> pa.Schema:
+def landmarks_type(points: int) -> pa.FixedShapeTensorType:
+    """Arrow type of a clip's onset landmarks: float32 (K, 2), (x, y) in crop pixels."""
+    return pa.fixed_shape_tensor(pa.float32(), (points, 2))
+
+
+def clip_schema(frames: int, size: int, channels: int = 3, *, landmarks: int = 68,
+                with_source: bool = True) -> pa.Schema:
     columns = [c for c in _METADATA_COLUMNS if with_source or c[0] not in SOURCE_COLUMNS]
-    return pa.schema(columns + [("frames", frames_type(frames, size, channels))])
+    return pa.schema(columns + [("landmarks", landmarks_type(landmarks)),
+                                ("frames", frames_type(frames, size, channels))])
 
 
 class StoreWriteError(MerError, OSError):
@@ -225,27 +233,35 @@ class ShardWriter:
         self._rows = []
 
 
-def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
-    """Build a clip table from row dicts; `frames` are stacked into the tensor column."""
-    tensor_type: pa.FixedShapeTensorType = schema.field("frames").type
+def _tensor_column(rows: list[dict], name: str, tensor_type: pa.FixedShapeTensorType) -> pa.Array:
+    """The rows' `name` arrays stacked into a tensor column (`frames`, `landmarks`). A row
+    without a float tensor holds NaNs (landmarks that are not known)."""
     shape = tuple(tensor_type.shape)
-    frames = np.empty((len(rows), *shape), np.uint8)
+    dtype = np.dtype(tensor_type.value_type.to_pandas_dtype())
+    stacked = np.full((len(rows), *shape), np.nan if dtype.kind == "f" else 0, dtype)
     for i, row in enumerate(rows):
-        clip = np.asarray(row["frames"], dtype=np.uint8)
-        if clip.size != frames[i].size:  # a flat list (from to_pylist) of the right size is fine
-            raise ValueError(f"row {i}: frames have shape {clip.shape}, schema expects {shape}")
-        frames[i] = clip.reshape(shape)
+        if row.get(name) is None and dtype.kind == "f":
+            continue
+        value = np.asarray(row.get(name), dtype=dtype)
+        if value.size != stacked[i].size:  # a flat list (from to_pylist) of the right size is fine
+            raise ValueError(f"row {i}: {name} have shape {value.shape}, schema expects {shape}")
+        stacked[i] = value.reshape(shape)
+    return pa.FixedShapeTensorArray.from_numpy_ndarray(stacked)
+
+
+def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Build a clip table from row dicts; `frames` and `landmarks` are stacked into their tensor columns."""
     columns = {}
-    for name in schema.names:
-        if name == "frames":
-            columns[name] = pa.FixedShapeTensorArray.from_numpy_ndarray(frames)
+    for field in schema:
+        if isinstance(field.type, pa.FixedShapeTensorType):
+            columns[field.name] = _tensor_column(rows, field.name, field.type)
         else:
-            columns[name] = pa.array([r.get(name) for r in rows], type=schema.field(name).type)
+            columns[field.name] = pa.array([r.get(field.name) for r in rows], type=field.type)
     return pa.table(columns, schema=schema)
 
 
 def frames_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """(N, T, H, W, C) uint8 from a `frames` column."""
+    """A tensor column as one array: `frames` (N, T, H, W, C) uint8, `landmarks` (N, K, 2) float32."""
     if isinstance(column, pa.ChunkedArray):
         return np.concatenate([chunk.to_numpy_ndarray() for chunk in column.chunks]) if column.num_chunks else np.empty((0,))
     return column.to_numpy_ndarray()

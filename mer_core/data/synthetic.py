@@ -106,7 +106,9 @@ def sample_identity(rng: np.random.Generator) -> Identity:
         brow_arch=rng.uniform(0.02, 0.07),
         nose_length=rng.uniform(0.3, 0.42),
         mouth_width=rng.uniform(0.28, 0.38),
-        mouth_height=rng.uniform(0.52, 0.62),
+        # Eye line to mouth about 1 inter-ocular distance, as on real faces: with the mouth
+        # 0.1 higher (the first renderer), dlib's 68 points sat 0.09 eye distances below the lips.
+        mouth_height=rng.uniform(0.62, 0.72),
         lip_thickness=rng.uniform(0.045, 0.075),
         light_angle=rng.uniform(-0.8, 0.8),
         texture_seed=int(rng.integers(2**31)),
@@ -200,6 +202,37 @@ class FaceRenderer:
         img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
         return np.clip(img, 0, 255).astype(np.uint8)
 
+    def landmarks(self, au: np.ndarray) -> np.ndarray:
+        """Where the drawn features are, in the iBUG 300-W 68-point order that dlib's shape
+        predictor uses: (68, 2) float (x, y) pixels of the rendered frame (before nuisances).
+
+        Brows, eyes, nose base and tip, and lips are the renderer's own geometry; the jaw
+        (0-16) and the nose bridge (27-29), which it draws no line for, are NaN.
+        """
+        points = np.full((68, 2), np.nan)
+        for side, sign, brow in ((IMAGE_LEFT, -1, range(21, 16, -1)), (IMAGE_RIGHT, 1, range(22, 27))):
+            points[list(brow)] = self._brow(au, side, sign)  # inner to outer
+        thirds = (-1, -1 / 3, 1 / 3, 1)
+        for side, sign, upper_ids, lower_ids in ((IMAGE_LEFT, -1, (36, 37, 38, 39), (36, 41, 40, 39)),
+                                                 (IMAGE_RIGHT, 1, (42, 43, 44, 45), (42, 47, 46, 45))):
+            upper, lower = self._lids(au, side, sign, thirds)
+            points[list(upper_ids)] = upper
+            points[list(lower_ids[1:3])] = lower[1:3]
+        idn = self.id
+        tip_v = -idn.eye_height + idn.nose_length + 0.1 - self._nose_lift(au)
+        points[30] = self._pt(0, tip_v - 0.06)
+        points[31:36] = [self._pt(u, tip_v + dv) for u, dv in
+                         ((-0.145, 0.0), (-0.09, 0.03), (0.0, 0.03), (0.09, 0.03), (0.145, 0.0))]
+        sixths = np.linspace(0, 1, 7)
+        upper_outer, _, _, lower_outer = self._lips(au, sixths)
+        points[48:55] = upper_outer
+        points[55:60] = lower_outer[5:0:-1]
+        quarters = np.linspace(0, 1, 5)
+        _, upper_inner, lower_inner, _ = self._lips(au, quarters)
+        points[60:65] = upper_inner
+        points[65:68] = lower_inner[3:0:-1]
+        return (points - 0.5) / self.SUPERSAMPLE  # canvas pixel centres → output pixel centres
+
     def _darken(self, img, points, strength, width):
         """Draw a crease (wrinkle, fold) whose darkness follows an AU intensity."""
         if strength <= 0.01:
@@ -207,35 +240,52 @@ class FaceRenderer:
         color = tuple(c * (1 - 0.35 * min(1.0, strength)) for c in self.id.skin)
         self._poly(img, points, color, thickness=width)
 
+    def _brow(self, au, side: int, sign: int) -> list[tuple[float, float]]:
+        """Five points along one brow's centre line, inner to outer (canvas pixels)."""
+        idn = self.id
+        au1, au2, au4, au9 = (au[AU_INDEX[k], side] for k in (1, 2, 4, 9))
+        x_eye = sign * idn.eye_separation
+        y0 = -idn.eye_height - idn.brow_gap
+        pts = []
+        for t in np.linspace(0, 1, 5):  # inner (t=0) to outer (t=1)
+            u = x_eye + sign * (t - 0.45) * idn.eye_size * 2.6
+            v = y0 - idn.brow_arch * math.sin(math.pi * t)
+            v -= 0.10 * au1 * (1 - t) + 0.10 * au2 * t
+            v += 0.07 * au4 + 0.03 * au9 * (1 - t)
+            u -= sign * 0.05 * au4 * (1 - t)
+            pts.append(self._pt(u, v))
+        return pts
+
     def _draw_brows(self, img, au):
         idn = self.id
         for side, sign in ((IMAGE_LEFT, -1), (IMAGE_RIGHT, 1)):
-            au1, au2, au4, au9 = (au[AU_INDEX[k], side] for k in (1, 2, 4, 9))
-            x_eye = sign * idn.eye_separation
             y0 = -idn.eye_height - idn.brow_gap
-            pts = []
-            for k, t in enumerate(np.linspace(0, 1, 5)):  # inner (t=0) to outer (t=1)
-                u = x_eye + sign * (t - 0.45) * idn.eye_size * 2.6
-                v = y0 - idn.brow_arch * math.sin(math.pi * t)
-                v -= 0.10 * au1 * (1 - t) + 0.10 * au2 * t
-                v += 0.07 * au4 + 0.03 * au9 * (1 - t)
-                u -= sign * 0.05 * au4 * (1 - t)
-                pts.append(self._pt(u, v))
-            self._poly(img, pts, tuple(c * 0.8 for c in idn.hair), thickness=idn.brow_thickness * self.a)
+            self._poly(img, self._brow(au, side, sign), tuple(c * 0.8 for c in idn.hair),
+                       thickness=idn.brow_thickness * self.a)
             # Vertical glabella lines of the brow lowerer.
-            self._darken(img, [self._pt(sign * 0.07, y0 + 0.02), self._pt(sign * 0.06, y0 + 0.14)], au4, self.a * 0.02)
+            self._darken(img, [self._pt(sign * 0.07, y0 + 0.02), self._pt(sign * 0.06, y0 + 0.14)],
+                         au[AU_INDEX[4], side], self.a * 0.02)
+
+    def _lids(self, au, side: int, sign: int, ts) -> tuple[list, list]:
+        """Upper and lower lid edges of one eye at `ts` in [-1, 1] (image left to right), canvas pixels."""
+        idn = self.id
+        au5, au6, au7, au45 = (au[AU_INDEX[k], side] for k in (5, 6, 7, 45))
+        cu, cv = sign * idn.eye_separation, -idn.eye_height
+        hw = idn.eye_size
+        open_up = max(0.005, (0.42 * hw + 0.22 * hw * au5 - 0.1 * hw * au7) * (1 - au45))
+        open_low = max(0.004, (0.3 * hw - 0.12 * hw * au6 - 0.14 * hw * au7) * (1 - 0.7 * au45))
+        upper = [self._pt(cu + t * hw, cv - open_up * (1 - t * t)) for t in ts]
+        lower = [self._pt(cu + t * hw, cv + open_low * (1 - t * t)) for t in ts]
+        return upper, lower
 
     def _draw_eyes(self, img, au):
         idn = self.id
         for side, sign in ((IMAGE_LEFT, -1), (IMAGE_RIGHT, 1)):
-            au5, au6, au7, au45 = (au[AU_INDEX[k], side] for k in (5, 6, 7, 45))
+            au6 = au[AU_INDEX[6], side]
             cu, cv = sign * idn.eye_separation, -idn.eye_height
             hw = idn.eye_size
-            open_up = max(0.005, (0.42 * hw + 0.22 * hw * au5 - 0.1 * hw * au7) * (1 - au45))
-            open_low = max(0.004, (0.3 * hw - 0.12 * hw * au6 - 0.14 * hw * au7) * (1 - 0.7 * au45))
-            ts = np.linspace(-1, 1, 13)
-            upper = [self._pt(cu + t * hw, cv - open_up * (1 - t * t)) for t in ts]
-            lower = [self._pt(cu + t * hw, cv + open_low * (1 - t * t)) for t in ts[::-1]]
+            upper, lower = self._lids(au, side, sign, np.linspace(-1, 1, 13))
+            lower = lower[::-1]
             eye_mask = np.zeros(img.shape[:2], np.uint8)
             self._poly(eye_mask, upper + lower, 1)
             sclera = np.zeros_like(img)
@@ -250,11 +300,15 @@ class FaceRenderer:
                 outer = cu + sign * hw * 1.15
                 self._darken(img, [self._pt(outer, cv + dv), self._pt(outer + sign * 0.08, cv + 1.6 * dv)], au6, self.a * 0.015)
 
+    @staticmethod
+    def _nose_lift(au) -> float:
+        return 0.04 * au[AU_INDEX[9]].mean() + 0.02 * au[AU_INDEX[10]].mean()
+
     def _draw_nose(self, img, au):
         idn = self.id
         tip_v = -idn.eye_height + idn.nose_length + 0.1
         au9 = au[AU_INDEX[9]].mean()
-        lift = 0.04 * au9 + 0.02 * au[AU_INDEX[10]].mean()
+        lift = self._nose_lift(au)
         for sign in (-1, 1):
             self._ellipse(img, self._pt(sign * 0.09, tip_v - lift), (self.a * 0.055, self.a * 0.03),
                           tuple(c * 0.45 for c in idn.skin))
@@ -281,13 +335,13 @@ class FaceRenderer:
         chin_push = 0.03 * mean[AU_INDEX[17]]
         return corners, thick, upper_raise, opening, chin_push
 
-    def _draw_mouth(self, img, au):
-        idn = self.id
+    def _lips(self, au, ts) -> tuple[list, list, list, list]:
+        """Upper outer, upper inner, lower inner and lower outer lip edges at `ts` in [0, 1]
+        (image left corner to right corner), canvas pixels."""
         (lc, rc), thick, upper_raise, opening, chin_push = self._mouth_points(au)
-        mv = idn.mouth_height
+        mv = self.id.mouth_height
         gap_top = mv - opening * 0.3
         gap_bottom = mv + opening * 0.7 - chin_push
-        ts = np.linspace(0, 1, 9)
 
         def curve(v_mid, bow=0.0):
             out = []
@@ -298,10 +352,14 @@ class FaceRenderer:
                 out.append(self._pt(u, v_edge + (v_mid - v_edge) * bump - bow * abs(math.sin(2 * math.pi * t))))
             return out
 
-        upper_outer = curve(gap_top - thick - upper_raise, bow=0.012)
-        upper_inner = curve(gap_top)
-        lower_inner = curve(gap_bottom)
-        lower_outer = curve(gap_bottom + thick * 1.3)
+        return (curve(gap_top - thick - upper_raise, bow=0.012), curve(gap_top), curve(gap_bottom),
+                curve(gap_bottom + thick * 1.3))
+
+    def _draw_mouth(self, img, au):
+        idn = self.id
+        (lc, rc), thick, _, opening, chin_push = self._mouth_points(au)
+        gap_bottom = idn.mouth_height + opening * 0.7 - chin_push
+        upper_outer, upper_inner, lower_inner, lower_outer = self._lips(au, np.linspace(0, 1, 9))
         if opening > 0.005:
             self._poly(img, upper_inner + lower_inner[::-1], (25, 20, 30))
         self._poly(img, upper_outer + upper_inner[::-1], idn.lip)

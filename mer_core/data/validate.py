@@ -118,7 +118,7 @@ def validate_clips(clips_dir: Path, params: ValidateParams, allowed_labels: dict
     paths = shard_paths(clips_dir)
     if not paths:
         raise FileNotFoundError(f"no Parquet shards to validate under {clips_dir}")
-    frame_shape = frame_shape or first_frame_shape(paths)
+    frame_shape = frame_shape or first_tensor_shape(paths, "frames")
     schema = schema_frame(paths, clips_dir, frame_shape)
     clips = clip_frame(paths)
     counts = count_frame(clips)
@@ -146,12 +146,13 @@ def write_validation_report(result: ValidationResult, path: Path) -> None:
 # ---------------------------------------------------------------- frames to validate
 
 
-def first_frame_shape(paths: list[Path]) -> tuple[int, int, int, int] | None:
-    """(T, H, W, C) of the first shard whose `frames` is a tensor column, else None."""
+def first_tensor_shape(paths: list[Path], column: str) -> tuple[int, ...] | None:
+    """The shape of `column` ((T, H, W, C) of `frames`, (K, 2) of `landmarks`) in the first
+    shard where it is a tensor column, else None."""
     for path in paths:
         schema = pq.read_schema(path)
-        if "frames" in schema.names and isinstance(schema.field("frames").type, pa.FixedShapeTensorType):
-            return tuple(schema.field("frames").type.shape)
+        if column in schema.names and isinstance(schema.field(column).type, pa.FixedShapeTensorType):
+            return tuple(schema.field(column).type.shape)
     return None
 
 
@@ -169,13 +170,15 @@ def type_name(data_type: pa.DataType) -> str:
     return str(data_type)
 
 
-def expected_types(frame_shape: tuple[int, int, int, int] | None) -> dict[str, str]:
-    """Column name -> canonical type name of the processed schema."""
+def expected_types(frame_shape: tuple[int, int, int, int] | None,
+                   landmark_shape: tuple[int, int] | None = (68, 2)) -> dict[str, str]:
+    """Column name -> canonical type name of the processed schema; a shape of None (no shard
+    has that tensor column) gives a placeholder that no actual type matches."""
     types = {f.name: type_name(f.type) for f in clip_schema(1, 1, with_source=False)}
-    if frame_shape is None:  # no shard has tensor frames: a placeholder no actual type matches
-        types["frames"] = "fixed_shape_tensor<uint8>[T, H, W, C]"
-    else:
-        types["frames"] = type_name(pa.fixed_shape_tensor(pa.uint8(), frame_shape))
+    types["frames"] = ("fixed_shape_tensor<uint8>[T, H, W, C]" if frame_shape is None
+                       else type_name(pa.fixed_shape_tensor(pa.uint8(), frame_shape)))
+    types["landmarks"] = ("fixed_shape_tensor<float>[K, 2]" if landmark_shape is None
+                          else type_name(pa.fixed_shape_tensor(pa.float32(), landmark_shape)))
     return types
 
 
@@ -185,7 +188,7 @@ def schema_frame(paths: list[Path], clips_dir: Path, frame_shape: tuple[int, int
     Columns: shard, column_name, arrow_type (null: missing from the shard),
     expected_type (null: not in the processed schema).
     """
-    expected = expected_types(frame_shape)
+    expected = expected_types(frame_shape, first_tensor_shape(paths, "landmarks"))
     rows = []
     for path in paths:
         actual = {f.name: type_name(f.type) for f in pq.read_schema(path)}

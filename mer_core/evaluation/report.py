@@ -209,10 +209,11 @@ def _model_lines(variant: str, model: dict) -> list[str]:
 
 def model_card_markdown(*, model_name: str, variant: str, classes: list[str], datasets: dict[str, str],
                         protocol: str, data_version: str, git_commit: str, metrics: dict, ablation: dict,
-                        validation: dict, model: dict | None = None) -> str:
+                        validation: dict, model: dict | None = None, landmark_model: str = "dlib68") -> str:
     """The registered version's description: what it is, what it was trained and scored
     on, how well, and what it must not be used for. `datasets` maps name → adapter;
-    `model` is the final model's metadata (encoder, action input, motion settings)."""
+    `model` is the final model's metadata (encoder, action input, motion settings);
+    `landmark_model` the dlib shape predictor its faces were aligned with."""
     lines = [
         f"# {model_name}: MIACNet micro-expression classifier (`{variant}`)",
         "",
@@ -272,9 +273,18 @@ def model_card_markdown(*, model_name: str, variant: str, classes: list[str], da
         "- Not for deception detection, hiring, policing, border control, surveillance or any decision about a "
         "person; emotion inference from faces is contested science.",
         "- Use only on people who gave informed consent; licensed data sets keep their own licence terms.",
+        *_landmark_licence(landmark_model),
         "- Subjects appear only as keyed pseudonyms downstream of `anonymize`; the key is never in the registry.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _landmark_licence(landmark_model: str) -> list[str]:
+    if landmark_model == "dlib68":
+        return ["- Faces were aligned with dlib's 68-point shape predictor, trained on iBUG 300-W, whose terms "
+                "exclude commercial use: this model and its serving path are for research. For commercial use, "
+                "ingest and train again with `ingest.landmark_model: dlib5` (no such limit)."]
+    return [f"- Faces were aligned with dlib's shape predictor `{landmark_model}` (no commercial-use limit known)."]
 
 
 def run_summary_markdown(*, metrics: dict | None, validation: dict | None, registry: dict | None,

@@ -6,9 +6,10 @@ make the positive pair; a *local* warp of the same face — a smooth displacemen
 the brows, eyes or mouth — changes the expression and is a hard negative, beside the
 other faces of the batch. InfoNCE over a projection head, with a temperature.
 
-Their released weights are a BYOL ResNet-18 with landmark-guided warps; we have no
-landmark model that runs offline, so the warp centres are the canonical positions of
-the facial parts in the aligned, levelled crops that `ingest` produces.
+Their released weights are a BYOL ResNet-18 with landmark-guided warps. Here the warps
+move the real brows, eyes and mouth: given each face's landmarks (the clip table's
+`landmarks` column, 68 points in crop pixels) the warp centres are its own parts
+(`part_centres`); without them, the places where alignment puts those parts.
 """
 
 from __future__ import annotations
@@ -21,13 +22,24 @@ import torch.nn.functional as F
 
 from mer_core.models.encoders import Encoder
 
-# Facial parts in an aligned face crop, as (x, y) in [-1, 1] (grid_sample coordinates).
+# Facial parts in an aligned face crop (ingest's default face_margin 0.15), as (x, y) in
+# [-1, 1] (grid_sample coordinates): the mean of `part_centres` over 30 rendered faces
+# (the portrait's lie within 0.1 of them).
 WARP_CENTRES = torch.tensor([
-    [-0.35, -0.45], [0.35, -0.45],  # brows
-    [-0.35, -0.22], [0.35, -0.22],  # eyes
-    [-0.25, 0.45], [0.25, 0.45],  # mouth corners
-    [0.0, 0.35], [0.0, 0.6],  # upper and lower lip
+    [-0.30, -0.31], [0.30, -0.31],  # brows
+    [-0.26, -0.15], [0.26, -0.15],  # eyes
+    [-0.20, 0.39], [0.20, 0.39],  # mouth corners
+    [0.0, 0.33], [0.0, 0.45],  # upper and lower lip
 ])
+# Which of the 68 landmarks make each part above (iBUG 300-W layout, image left first).
+PART_LANDMARKS = (range(17, 22), range(22, 27), range(36, 42), range(42, 48), [48], [54], [51], [57])
+
+
+def part_centres(landmarks: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 8, 2) grid coordinates of each face's brows, eyes, mouth corners and lips, from
+    its 68 landmarks (B, 68, 2) in crop pixels of a (size × size) crop."""
+    parts = torch.stack([landmarks[:, list(ids)].mean(1) for ids in PART_LANDMARKS], 1)
+    return (2 * parts + 1) / size - 1  # pixel centres → align_corners=False grid
 
 
 def _identity_grid(b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -62,17 +74,25 @@ def global_transform(images: torch.Tensor, generator: torch.Generator, max_degre
 
 
 def local_warp(images: torch.Tensor, generator: torch.Generator, max_displacement: float = 0.08,
-               radius: float = 0.18, parts: int = 2) -> torch.Tensor:
+               radius: float = 0.18, parts: int = 2, centres: torch.Tensor | None = None) -> torch.Tensor:
     """An expression-changing view: smooth displacements around a few facial parts.
 
     Each chosen part moves by up to `max_displacement` (in units of half the image
     side) under a Gaussian bump of `radius`, so the rest of the face stays put.
+
+    Args:
+        centres: (B, P, 2) each face's parts in grid coordinates (`part_centres`);
+            `WARP_CENTRES` for every face when None.
     """
     b, _, h, w = images.shape
     grid = _identity_grid(b, h, w, images.device)
     flow = torch.zeros_like(grid)
+    if centres is None:
+        centres = WARP_CENTRES.expand(b, -1, -1)
+    centres = centres.to(images.device)
     for _ in range(parts):
-        centre = WARP_CENTRES[torch.randint(len(WARP_CENTRES), (b,), generator=generator)].to(images.device)
+        chosen = torch.randint(centres.shape[1], (b,), generator=generator).to(images.device)
+        centre = centres[torch.arange(b, device=images.device), chosen]  # (B, 2)
         direction = torch.rand(b, 2, generator=generator).to(images.device) * 2 - 1
         magnitude = (0.5 + 0.5 * torch.rand(b, 1, generator=generator).to(images.device)) * max_displacement
         shift = F.normalize(direction, dim=1) * magnitude  # (B, 2)
@@ -104,12 +124,14 @@ class ContraWarping(nn.Module):
         return global_transform(images, generator, max_degrees=self.view_degrees, max_shift=self.view_shift,
                                 scale=self.view_shift)
 
-    def forward_views(self, images: torch.Tensor, generator: torch.Generator
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Anchor, positive (two global views) and hard negative (a warped face, then a global view)."""
+    def forward_views(self, images: torch.Tensor, generator: torch.Generator,
+                      landmarks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Anchor, positive (two global views) and hard negative (a warped face, then a global
+        view); the warp moves each face's own parts when its landmarks (B, 68, 2) are given."""
         anchor = self.global_view(images, generator)
         positive = self.global_view(images, generator)
-        warped = local_warp(images, generator, max_displacement=self.warp_displacement)
+        centres = None if landmarks is None else part_centres(landmarks, images.shape[-1])
+        warped = local_warp(images, generator, max_displacement=self.warp_displacement, centres=centres)
         return anchor, positive, self.global_view(warped, generator)
 
     def embed(self, views: torch.Tensor) -> torch.Tensor:
@@ -124,10 +146,12 @@ class ContraWarping(nn.Module):
         return 0.5 * (warped_info_nce(anchor, positive, negative, self.temperature)
                       + warped_info_nce(positive, anchor, negative, self.temperature))
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Loss for a batch of normalized faces (B, C, H, W)."""
+    def forward(self, images: torch.Tensor, generator: torch.Generator,
+                landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss for a batch of normalized faces (B, C, H, W), with their landmarks (B, 68, 2)
+        in crop pixels when known."""
         b = images.shape[0]
-        embedded = self.embed(torch.cat(self.forward_views(images, generator)))
+        embedded = self.embed(torch.cat(self.forward_views(images, generator, landmarks)))
         return self.forward_loss(*embedded.split(b))
 
 

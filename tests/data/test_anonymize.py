@@ -46,7 +46,7 @@ def test_pseudonyms_are_stable_keyed_and_dataset_aware():
 def test_processed_data_has_no_raw_identifiers(interim, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     raw = read_clips(interim)
-    report = anonymize(interim, tmp_path / CLIPS_DIR, _key(), mask_outside_face=True, face_margin=0.15)
+    report = anonymize(interim, tmp_path / CLIPS_DIR, _key(), mask_outside_face=True)
     processed = read_clips(tmp_path / CLIPS_DIR)
     assert report.rows == processed.num_rows == raw.num_rows
     assert "source_path" not in processed.column_names
@@ -64,8 +64,8 @@ def test_processed_data_has_no_raw_identifiers(interim, tmp_path, caplog):
 
 
 def test_worker_processes_write_what_one_process_writes(interim, tmp_path):
-    one = anonymize(interim, tmp_path / "one" / CLIPS_DIR, _key(), mask_outside_face=True, face_margin=0.15)
-    two = anonymize(interim, tmp_path / "two" / CLIPS_DIR, _key(), mask_outside_face=True, face_margin=0.15,
+    one = anonymize(interim, tmp_path / "one" / CLIPS_DIR, _key(), mask_outside_face=True)
+    two = anonymize(interim, tmp_path / "two" / CLIPS_DIR, _key(), mask_outside_face=True,
                     workers=2)
     assert len(list(interim.rglob("*.parquet"))) > 1  # more than one shard, so both workers had one
     assert one == two
@@ -90,7 +90,7 @@ def test_a_leak_stops_the_stage_and_writes_nothing(interim, tmp_path, monkeypatc
 
     monkeypatch.setattr(module, "pseudonym", lambda key, dataset, subject: subject)  # a broken pseudonymiser
     with pytest.raises(LeakError, match="column subject"):
-        anonymize(interim, tmp_path / CLIPS_DIR, _key(), mask_outside_face=False, face_margin=0.15)
+        anonymize(interim, tmp_path / CLIPS_DIR, _key(), mask_outside_face=False)
     assert not (tmp_path / CLIPS_DIR).exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -169,7 +169,7 @@ def _snapshot(folder):
 
 
 def test_the_key_fingerprint_is_recorded_never_the_key(interim, tmp_path):
-    anonymize(interim, tmp_path / CLIPS_DIR, _key(), mask_outside_face=False, face_margin=0.15)
+    anonymize(interim, tmp_path / CLIPS_DIR, _key(), mask_outside_face=False)
     record = (tmp_path / CLIPS_DIR / KEY_FINGERPRINT_FILE).read_text()
     assert json.loads(record) == {"key_fingerprint": _key().fingerprint}
     assert TEST_KEY_HEX not in record and TEST_KEY_HEX[:16] not in record
@@ -177,13 +177,13 @@ def test_the_key_fingerprint_is_recorded_never_the_key(interim, tmp_path):
 
 def test_another_key_is_refused_and_the_output_kept(interim, tmp_path):
     out = tmp_path / CLIPS_DIR
-    anonymize(interim, out, _key(), mask_outside_face=False, face_margin=0.15)
+    anonymize(interim, out, _key(), mask_outside_face=False)
     before = _snapshot(out)
     other = _key("ff" * 32)
     with pytest.raises(PseudonymKeyError, match=rf"{out}.*{_key().fingerprint}.*{other.fingerprint}.*Restore the original"):
-        anonymize(interim, out, other, mask_outside_face=False, face_margin=0.15)
+        anonymize(interim, out, other, mask_outside_face=False)
     assert _snapshot(out) == before
-    anonymize(interim, out, _key(), mask_outside_face=False, face_margin=0.15)  # the right key carries on
+    anonymize(interim, out, _key(), mask_outside_face=False)  # the right key carries on
 
 
 def test_a_lost_key_file_is_noticed_not_silently_replaced(interim, tmp_path, monkeypatch):
@@ -194,7 +194,7 @@ def test_a_lost_key_file_is_noticed_not_silently_replaced(interim, tmp_path, mon
     fresh = load_key("MER_PSEUDONYM_KEY", key_file, repo_root=repo)
     assert fresh.created
     with pytest.raises(PseudonymKeyError, match="created just now: the old one is missing"):
-        anonymize(interim, out, fresh, mask_outside_face=False, face_margin=0.15)
+        anonymize(interim, out, fresh, mask_outside_face=False)
 
 
 @pytest.mark.parametrize("plant, message", [
@@ -215,10 +215,10 @@ def test_an_unreadable_or_malformed_key_file_is_a_clear_error(tmp_path, monkeypa
 
 def test_a_damaged_fingerprint_record_is_a_clear_error(interim, tmp_path):
     out = tmp_path / CLIPS_DIR
-    anonymize(interim, out, _key(), mask_outside_face=False, face_margin=0.15)
+    anonymize(interim, out, _key(), mask_outside_face=False)
     (out / KEY_FINGERPRINT_FILE).write_text("{not json")
     with pytest.raises(PseudonymKeyError, match=f"{out / KEY_FINGERPRINT_FILE} is unreadable"):
-        anonymize(interim, out, _key(), mask_outside_face=False, face_margin=0.15)
+        anonymize(interim, out, _key(), mask_outside_face=False)
 
 
 def test_anonymize_failing_mid_write_leaves_the_previous_output(interim, tmp_path, monkeypatch):
@@ -227,7 +227,7 @@ def test_anonymize_failing_mid_write_leaves_the_previous_output(interim, tmp_pat
     from mer_core.data import store
 
     out = tmp_path / CLIPS_DIR
-    anonymize(interim, out, _key(), mask_outside_face=False, face_margin=0.15)
+    anonymize(interim, out, _key(), mask_outside_face=False)
     before = _snapshot(out)
 
     class DiskFullAfterOneRowGroup(pq.ParquetWriter):
@@ -237,9 +237,9 @@ def test_anonymize_failing_mid_write_leaves_the_previous_output(interim, tmp_pat
 
     monkeypatch.setattr(store.pq, "ParquetWriter", DiskFullAfterOneRowGroup)
     with pytest.raises(OSError, match="No space left"):
-        anonymize(interim, out, _key(), mask_outside_face=False, face_margin=0.15)
+        anonymize(interim, out, _key(), mask_outside_face=False)
     assert _snapshot(out) == before
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     monkeypatch.undo()
-    anonymize(interim, out, _key(), mask_outside_face=False, face_margin=0.15)
+    anonymize(interim, out, _key(), mask_outside_face=False)
     assert _snapshot(out).keys() == before.keys()

@@ -90,16 +90,45 @@ def test_expression_curve_shape():
 
 @pytest.mark.parametrize("au", [1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45])
 def test_every_action_unit_moves_the_face_and_micro_moves_it_less(au):
-    renderer = FaceRenderer(sample_identity(np.random.default_rng(au)), 128)
+    # Summed over three faces: a sub-pixel movement changes a face's pixels by more or less
+    # depending on where its edges fall on the pixel grid.
     neutral = np.zeros((len(ACTION_UNITS), 2))
     macro, micro = neutral.copy(), neutral.copy()
     macro[AU_INDEX[au]] = 1.0
     micro[AU_INDEX[au]] = 0.2
-    base = renderer.render(neutral).astype(int)
-    macro_change = np.abs(renderer.render(macro).astype(int) - base).sum()
-    micro_change = np.abs(renderer.render(micro).astype(int) - base).sum()
-    assert micro_change > 0, f"AU{au} at micro intensity must still change the image"
+    macro_change = micro_change = 0
+    for seed in (au, au + 100, au + 200):
+        renderer = FaceRenderer(sample_identity(np.random.default_rng(seed)), 128)
+        base = renderer.render(neutral).astype(int)
+        macro_change += np.abs(renderer.render(macro).astype(int) - base).sum()
+        change = np.abs(renderer.render(micro).astype(int) - base).sum()
+        assert change > 0, f"AU{au} at micro intensity must still change the image"
+        micro_change += change
     assert macro_change > 2.5 * micro_change
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_renderer_knows_where_it_drew_brows_eyes_nose_and_mouth(seed):
+    """The truth the landmark test measures against: every point it gives lies on what was
+    drawn there (dark brows and lids, lips redder than the skin), and it moves with an AU."""
+    renderer = FaceRenderer(sample_identity(np.random.default_rng(seed)), 192)
+    neutral = np.zeros((len(ACTION_UNITS), 2))
+    frame = renderer.render(neutral).astype(float)
+    points = renderer.landmarks(neutral)
+    assert points.shape == (68, 2)
+    assert np.isnan(points[:17]).all() and np.isnan(points[27:30]).all()  # jaw and nose bridge: not drawn
+
+    def at(index: int) -> np.ndarray:
+        x, y = np.round(points[index]).astype(int)
+        return frame[y, x]
+
+    skin = frame[int(points[30, 1]) - 8, int(points[30, 0])]  # the cheek-free middle of the nose
+    assert all(at(i).mean() < skin.mean() - 30 for i in [*range(17, 27), 37, 38, 43, 44]), "brows and upper lids"
+    assert all(at(i)[2] - at(i)[1] > skin[2] - skin[1] + 10 for i in (51, 57)), "lips are redder than skin"
+    smile = neutral.copy()
+    smile[AU_INDEX[12]] = 1.0
+    corners = renderer.landmarks(smile)[[48, 54]] - points[[48, 54]]
+    assert (corners[:, 1] < -1).all() and corners[0, 0] < 0 < corners[1, 0], "AU12 pulls the corners up and out"
 
 
 def test_the_tuning_and_the_reported_benchmark_share_no_face():

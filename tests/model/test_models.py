@@ -54,3 +54,25 @@ def test_a_size_an_encoder_cannot_take_names_both_keys():
 def test_unknown_model_lists_known_ones():
     with pytest.raises(ValueError, match="registered"):
         create_model("resnet9000")
+
+
+def test_contrawarping_warps_move_each_faces_own_mouth():
+    """Given a face's landmarks, a local warp around its mouth changes the mouth, not the brows;
+    the default centres sit where alignment puts those parts."""
+    import numpy as np
+
+    from mer_core.data.faces import CropSettings, align_window
+    from mer_core.data.synthetic import ACTION_UNITS, FaceRenderer, sample_identity
+    from mer_core.models.contrawarp import WARP_CENTRES, local_warp, part_centres
+
+    frame = FaceRenderer(sample_identity(np.random.default_rng(2)), 192).render(np.zeros((len(ACTION_UNITS), 2)))
+    aligned = align_window([frame, frame], [0, 1], CropSettings(64, 2, 1, 1, 0.15, 48), "face")
+    landmarks = torch.from_numpy(aligned.landmarks)[None]  # (1, 68, 2)
+    centres = part_centres(landmarks, 64)  # (1, 8, 2)
+    assert (centres[0] - WARP_CENTRES).abs().max() < 0.1
+    image = torch.from_numpy(aligned.crops[0]).permute(2, 0, 1)[None].float() / 255
+    mouth = centres[:, 4:6]  # both corners
+    warped = local_warp(image, torch.Generator().manual_seed(0), max_displacement=0.1, radius=0.08, centres=mouth)
+    change = (warped - image).abs().mean(1)[0]  # (H, W)
+    rows = lambda points: slice(int(points[:, 1].min()) - 2, int(points[:, 1].max()) + 3)  # noqa: E731
+    assert change[rows(aligned.landmarks[48:68])].sum() > 10 * change[rows(aligned.landmarks[17:27])].sum()

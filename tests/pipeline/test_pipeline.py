@@ -146,6 +146,7 @@ def test_register_stage_fills_the_registry_with_a_carded_champion(repo):
     # One data version: the content of the micro clips the LOSO figures were measured on.
     assert version.tags["data.version"] == data_version([repo / "data/processed/clips/synth_micro"])
     assert "## Ethics and consent" in version.description and "## Ablation" in version.description
+    assert "iBUG 300-W, whose terms exclude commercial use" in version.description
     assert "reads the grey apex − onset difference and the onset→apex optical flow" in version.description
     runs = client.search_runs([client.get_experiment_by_name("mer").experiment_id], max_results=1000)
     names = {r.info.run_name for r in runs}
