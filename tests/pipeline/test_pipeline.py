@@ -40,15 +40,28 @@ def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Completed
     return result
 
 
+VENV = Path(sys.executable).parent.parent  # the environment running the tests, as `make install` made it
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     repo = _copy_repo(tmp_path_factory.mktemp("repo"))
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(Path("."))))
+    # The copy's .venv is this one; a link, so git's `.venv/` pattern does not cover it.
+    (repo / ".venv").symlink_to(VENV)
+    with open(repo / ".git/info/exclude", "a") as exclude:
+        exclude.write(".venv\n")
     return repo
 
 
 def test_dvc_repro_runs_every_stage(repo):
-    result = _run([sys.executable, "-m", "dvc", "repro"], repo)
+    """`.venv/bin/dvc repro` with the venv off PATH, as a README reader types it: every
+    stage's `mer` is the venv's."""
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != VENV / "bin")
+    result = subprocess.run([str(repo / ".venv/bin/dvc"), "repro"], cwd=repo, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "MER_PSEUDONYM_KEY": TEST_KEY_HEX,
+                                              "MER_LOG_LEVEL": "WARNING", "PATH": path})
+    assert result.returncode == 0, f"dvc repro failed:\n{result.stdout}\n{result.stderr}"
     for stage in ("synthesize", "ingest", "anonymize", "validate", "features", "pretrain", "finetune", "evaluate",
                   "register"):
         assert f"Running stage '{stage}'" in result.stdout
