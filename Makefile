@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test bench bench-memory bench-ablation bench-tuning bench-motion bench-gpu clean
+.PHONY: install run test exps bench bench-memory bench-ablation bench-tuning bench-motion bench-gpu clean
 
 # torch first and pinned: an unpinned torch drags in gigabytes of CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt
@@ -51,3 +51,10 @@ bench-gpu: install  ## gpu profile on CUDA: pre-training clips/s, peak GPU memor
 
 clean:
 	rm -rf data reports .dvc/cache .dvc/tmp
+
+# `dvc exp show` lists every metric and param (~300 columns): these are the ones people compare.
+EXP_DROP := (per_class|per_dataset|oracle_best_epoch_not_a_result|composite_3class|ceiling|tuning|variants|shipped)\..*|.*_std$$|(accuracy|uar|clips|seeds|variant)$$|(models|reports|data|mer_core)/.*
+EXP_KEEP := (uf1|uf1_std|uar|accuracy|composite_3class\.uf1|shipped\.uf1_margin|shipped\.strongest_rival|variants\.[a-z0-9_]+\.uf1)$$
+
+exps: install  ## experiments side by side: headline metrics, each ablation row's UF1, the params that differ
+	$(BIN)/dvc exp show --md --only-changed --drop '$(EXP_DROP)' --keep '$(EXP_KEEP)'

@@ -233,8 +233,10 @@ def finetune(params: Path = ParamsOption) -> None:
 @app.command()
 @stage
 def evaluate(params: Path = ParamsOption) -> None:
-    """UF1, UAR and accuracy from the LOSO predictions; the ablation table; the confusion plot."""
+    """UF1, UAR and accuracy from the LOSO predictions; the ablation table; the plots
+    (confusion matrix of every seed, learning curves of pre-training and fine-tuning)."""
     from mer_core.evaluation import report as rep
+    from mer_core.evaluation.plots import write_plots
     from mer_core.evaluation.predictions import read_predictions
     from mer_core.tracking import log_evaluation
 
@@ -246,7 +248,8 @@ def evaluate(params: Path = ParamsOption) -> None:
                                                {d.name: d.adapter for d in p.ingest.datasets}, tuning)
     write_json(paths.metrics, metrics)
     write_json(paths.ablation, ablation)
-    pictures = rep.write_confusion(rows, variant, paths.plots, f"{variant}, LOSO, seed {min(p.finetune.seeds)}")
+    pictures = write_plots(rows, variant, _read_json(paths.pretrain_report, "pretrain"),
+                           _read_json(paths.finetune_report, "finetune"), paths.plots)
     log_evaluation(_tracking(p, params, "evaluate", _clip_dirs(p, "micro")), p, metrics, ablation,
                    [paths.metrics, paths.ablation, *pictures, paths.validation_report])
     typer.echo(rep.describe_evaluation(metrics, ablation))
@@ -283,6 +286,39 @@ def register(params: Path = ParamsOption) -> None:
     write_json(paths.registry_report, {**asdict(outcome), "protocol": protocol, "data_version": version,
                                        "uf1": metrics["uf1"]})
     typer.echo(f"{outcome.model_name} version {outcome.version} → {outcome.alias}: {outcome.reason}")
+
+
+@app.command("report")
+@stage
+def run_report(params: Path = ParamsOption) -> None:
+    """`reports/report.html`: one offline page of the run (metrics, ablation, plots, the
+    registry's decision, data and validation), logged to MLflow beside the registered model."""
+    from mer_core.data.store import write_text_atomically
+    from mer_core.evaluation.html_report import render_report
+    from mer_core.evaluation.plots import CONFUSION_PNG, CURVES_PNG
+    from mer_core.tracking import log_report
+
+    p = load_params(params)
+    paths = p.paths
+
+    def optional(path: Path) -> dict | None:
+        return json.loads(Path(path).read_text()) if Path(path).exists() else None
+
+    pictures = {title: (paths.plots / name).read_bytes() for name, title in (
+        (CONFUSION_PNG, "Confusion matrices of the shipped variant, one per seed (held-out predictions)"),
+        (CURVES_PNG, "Learning curves: pre-training loss and fine-tuning training loss per epoch"))
+        if (paths.plots / name).exists()}
+    registry = optional(paths.registry_report)
+    html = render_report(metrics=_read_json(paths.metrics, "evaluate"), ablation=_read_json(paths.ablation, "evaluate"),
+                         registry=registry, pictures=pictures, ingest=optional(paths.ingest_report),
+                         anonymization=optional(paths.anonymization_report),
+                         features=optional(paths.features_report), validation=optional(paths.validation_report))
+    write_text_atomically(paths.report, html)
+    where = f"{paths.report}"
+    if registry is not None:
+        session = _tracking(p, params, "report", _clip_dirs(p, "micro"))
+        where += f"; MLflow: {log_report(session, registry['run_id'], paths.report)}"
+    typer.echo(f"report: {where}")
 
 
 @app.command("evaluate-champion")

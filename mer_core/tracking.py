@@ -381,6 +381,13 @@ def register_model(session: TrackingSession, name: str, final_model: Path, stand
     return RegistryOutcome(name, version, alias, reason, run_id, champion_version)
 
 
+def log_report(session: TrackingSession, run_id: str, path: Path) -> str:
+    """Attach the run's HTML report to `run_id` (the run that registered the model version,
+    so the MLflow UI shows it beside the model); returns its `runs:/` URI."""
+    session.client.log_artifact(run_id, str(path))
+    return f"runs:/{run_id}/{Path(path).name}"
+
+
 def weights_digest(model: torch.nn.Module, meta: dict) -> str:
     """A digest of what a final model computes: its weights and its metadata (classes,
     encoder, input size...). The file's bytes are no good for this: two saves of the same
