@@ -146,12 +146,12 @@ def store(tmp_path, monkeypatch):
 
 
 def register_tiny(session, tmp_path: Path, uf1: float, seed: int = 0, protocol: str = "loso:label:synth",
-                  data_version: str = "data-v1"):
-    """Register a tiny final model of `seed` scored `uf1` through the real gate."""
+                  data_version: str = "data-v1", settings: dict[str, str] | None = None):
+    """Register a tiny final model of `seed` scored `uf1` through the real gate, trained with `settings`."""
     from mer_core.tracking import Standing, register_model
 
     model = write_final_model(tmp_path / f"final{seed}.pt", seed)
     config = {"mask_margin": 0.15, "crop_size": 64, "frames_per_clip": FRAMES, "face_margin": 0.15,
               "min_face_px": 48, "stabilize": True}
     return register_model(session, "mer-test", model, Standing(uf1, protocol, data_version),
-                          {"uf1": uf1}, f"# card for seed {seed}\n", 0.01, FRAMES, config, [])
+                          {"uf1": uf1}, f"# card for seed {seed}\n", 0.01, FRAMES, config, [], settings)
