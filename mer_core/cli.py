@@ -363,16 +363,18 @@ def evaluate_champion(
     from mer_core.data.store import data_version
     from mer_core.evaluation.champion import unseen_and_in_sample_scores
     from mer_core.inference import predictor_from_pyfunc
-    from mer_core.tracking import load_registered_model
+    from mer_core.tracking import load_registered_model, registered_uf1
 
     p = load_params(params)
     uri, dirs = model or f"models:/{p.register_.model_name}@champion", _clip_dirs(p, "micro")
-    pyfunc = load_registered_model(uri, p.tracking, Path(params).resolve().parent)
+    root = Path(params).resolve().parent
+    pyfunc = load_registered_model(uri, p.tracking, root)
     predictor = predictor_from_pyfunc(uri, pyfunc)
     scores = unseen_and_in_sample_scores(predictor.predict, predictor.classes,
                                          pyfunc.unwrap_python_model().meta.get("subjects"), dirs[0].parent,
                                          [d.name for d in dirs], p.finetune.label_column)
-    result = {"model": uri, "data_version": data_version(dirs), **scores}
+    result = {"model": uri, "data_version": data_version(dirs), "loso_uf1_at_registration":
+              registered_uf1(uri, p.tracking, root), **scores}
     if output:
         write_json(output, result)
     typer.echo(json.dumps(result, indent=2))

@@ -548,6 +548,21 @@ def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float 
         time.sleep(0.2)
 
 
+def registered_uf1(uri: str, tracking: TrackingParams, root: Path) -> float | None:
+    """The LOSO UF1 a `models:/NAME@ALIAS` or `models:/NAME/VERSION` was registered with
+    (its held-out figure); None for other URIs or a version without one."""
+    import re
+
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
+    if not match:
+        return None
+    store = resolve_tracking_uri(tracking, root)
+    client = MlflowClient(store, store)
+    name, alias, number = match.groups()
+    version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+    return float(version.tags["uf1"]) if "uf1" in version.tags else None
+
+
 def load_registered_model(uri: str, tracking: TrackingParams, root: Path):
     """A pyfunc model by URI (`models:/mer-micro@champion`, `runs:/...`) from the configured store.
 

@@ -326,6 +326,10 @@ def test_evaluate_champion_separates_unseen_from_in_sample_subjects(repo):
     # The final model trained on every subject: nothing is unseen, everything in-sample.
     assert result["unseen"]["clips"] == 0 and result["unseen"]["clips_of_other_subjects"] == micro
     assert result["in_sample"]["clips"] == micro and 0 <= result["in_sample"]["uf1"] <= 1
+    # The held-out figure is the LOSO one it was registered with.
+    registered = json.loads((repo / "reports/registry.json").read_text())
+    assert result["loso_uf1_at_registration"] is not None and 0 <= result["loso_uf1_at_registration"] <= 1
+    assert registered["alias"] != "champion" or result["loso_uf1_at_registration"] == round(registered["uf1"], 6)
 
 
 def _free_port() -> int:

@@ -294,6 +294,14 @@ def test_the_registered_model_takes_a_video_as_well_as_clips(face_video, predict
     pd.testing.assert_frame_equal(pyfunc.predict(face_video.read_bytes()), by_path)
     encoded = pd.DataFrame({"video": [base64.b64encode(face_video.read_bytes()).decode()]})
     pd.testing.assert_frame_equal(pyfunc.predict(encoded), by_path)
+    # What `mlflow models serve` runs, in process: the README's REST request.
+    from mlflow.pyfunc import scoring_server
+    from starlette.testclient import TestClient
+
+    answer = TestClient(scoring_server.init(pyfunc)).post(
+        "/invocations", json={"dataframe_split": {"columns": ["video"], "data": [[encoded["video"][0]]]}})
+    assert answer.status_code == 200, answer.text
+    assert [row["predicted"] for row in answer.json()["predictions"]] == by_path["predicted"].tolist()
     printed = json.loads(_predict(str(face_video), "--model", str(model), "--params", str(params)).stdout)
     assert by_path["start_frame"].tolist() == [w["start_frame"] for w in printed["windows"]]
     clips = pyfunc.predict(np.full((2, FRAMES, 64, 64, 3), 128, np.uint8))
