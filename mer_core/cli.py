@@ -465,6 +465,8 @@ def _load_predictor(model: str, params_file: Path):
                                              inference.training_note(*_micro_sources(p, params_file)))
     from mer_core.tracking import load_registered_model
 
+    # The model's files copy in well under a second: a progress bar per file is only noise here.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tracking = load_params(params_file).tracking if Path(params_file).exists() else TrackingParams()
     return inference.predictor_from_pyfunc(model, load_registered_model(model, tracking,
                                                                         Path(params_file).resolve().parent))

@@ -21,6 +21,8 @@ for _name, _value in {
     "DO_NOT_TRACK": "1",
     # Prefect's ephemeral database lives in a throwaway home, not in ~/.prefect.
     "PREFECT_HOME": tempfile.mkdtemp(prefix="mer-prefect-"),
+    # Its ephemeral API server gets 20 s to start by default: too short on 2 busy cores.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }.items():
     os.environ.setdefault(_name, _value)
 

@@ -202,6 +202,53 @@ def test_the_report_is_one_offline_page_attached_to_the_registered_run(repo, tmp
     _render_in_chromium(repo / "reports/report.html", tmp_path / "report.png")
 
 
+def _readme_block(heading: str) -> str:
+    """The first ```bash block under a README heading."""
+    text = (REPO / "README.md").read_text()
+    return text.split(f"\n{heading}\n", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_serving_block_runs_as_written(repo):
+    """The README's serve-and-curl block, pasted into a fresh shell in the repo without the
+    venv on PATH (only the port made free): the registered champion answers the video."""
+    port = str(_free_port())
+    script = _readme_block("### Serving").replace("5000", port)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != VENV / "bin")
+    shell = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=repo, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             env={**os.environ, "PATH": path, "MER_LOG_LEVEL": "WARNING"})
+    try:
+        stdout, stderr = shell.communicate(timeout=300)
+    finally:
+        import signal
+
+        try:
+            os.killpg(shell.pid, signal.SIGTERM)  # the server too, should the block have stopped early
+        except ProcessLookupError:
+            pass
+    assert shell.returncode == 0, f"{stdout[-2000:]}\n{stderr[-2000:]}"
+    health, answer = stdout.split("}", 1)[0] + "}", "{" + stdout.split("}{", 1)[1]
+    assert json.loads(health)["model"] == "models:/mer-micro@champion"
+    assert json.loads(answer)["summary"]["share_of_windows_with_a_face"] > 0
+
+
+def test_readme_commands_name_tools_targets_and_subcommands_that_exist():
+    import re
+
+    from mer_core.cli import app
+
+    text = (REPO / "README.md").read_text()
+    blocks = "\n".join(re.findall(r"```bash\n(.*?)```", text, re.S))
+    tools = set(re.findall(r"\.venv/bin/([\w.-]+)", blocks))
+    assert tools and all((VENV / "bin" / tool).exists() for tool in tools), tools
+    targets = set(re.findall(r"^make ([\w-]+)", blocks, re.M))
+    makefile = (REPO / "Makefile").read_text()
+    assert targets and all(re.search(rf"^{t}:", makefile, re.M) for t in targets), targets
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    used = set(re.findall(r"\bmer (\w[\w-]*)", blocks))
+    assert used <= commands | {"predict"}, used - commands
+
+
 def _render_in_chromium(page: Path, screenshot: Path) -> None:
     """Headless Chromium, offline: the page must draw both pictures."""
     import re
