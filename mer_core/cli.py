@@ -318,9 +318,9 @@ def register(params: Path = ParamsOption) -> None:
     typer.echo(f"{outcome.model_name} version {outcome.version} → {outcome.alias}: {outcome.reason}")
 
 
-@app.command("report")
+@app.command()
 @stage
-def run_report(params: Path = ParamsOption) -> None:
+def report(params: Path = ParamsOption) -> None:
     """`reports/report.html`: one offline page of the run (metrics, ablation, plots, the
     registry's decision, data and validation), logged to MLflow beside the registered model."""
     from mer_core.data.store import write_text_atomically
