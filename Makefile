@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test bench bench-faces bench-memory bench-ablation bench-tuning bench-motion bench-gpu clean
+.PHONY: install run test exps offline-plots bench bench-faces bench-memory bench-ablation bench-tuning bench-motion bench-gpu clean
 
 # torch first and pinned: an unpinned torch drags in gigabytes of CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt
@@ -54,3 +54,24 @@ bench-gpu: install  ## gpu profile on CUDA: pre-training clips/s, peak GPU memor
 
 clean:
 	rm -rf data reports .dvc/cache .dvc/tmp
+
+# `dvc exp show` lists every metric and param (~300 columns): these are the ones people compare.
+EXP_DROP := (per_class|per_dataset|oracle_best_epoch_not_a_result|composite_3class|ceiling|tuning|variants|shipped)\..*|.*_std$$|(accuracy|uar|clips|seeds|variant)$$|(models|reports|data|mer_core)/.*
+EXP_KEEP := (uf1|uf1_std|uar|accuracy|composite_3class\.uf1|shipped\.uf1_margin|shipped\.strongest_rival|variants\.[a-z0-9_]+\.uf1)$$
+
+exps: install  ## experiments side by side: headline metrics, each ablation row's UF1, the params that differ
+	$(BIN)/dvc exp show --md --only-changed --drop '$(EXP_DROP)' --keep '$(EXP_KEEP)'
+
+# `dvc plots show` and `dvc plots diff` write pages that load Vega from a CDN: blank offline.
+# This fetches Vega once with npm and points DVC (.dvc/config.local) at a page template
+# that carries it inline.
+offline-plots: install  ## make DVC's plot pages render offline (needs npm once)
+	@set -e; tmp=$$(mktemp -d); cd $$tmp; \
+	for p in vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2; do npm pack --silent $$p >/dev/null; done; \
+	{ echo '<!DOCTYPE html><html><head><meta charset="utf-8"><title>DVC Plot</title>'; \
+	  for f in vega vega-lite vega-embed; do echo '<script>'; \
+	    tar -xzOf $$f-[0-9]*.tgz package/build/$$f.min.js | sed 's#</script#<\\/script#g'; echo '</script>'; done; \
+	  echo '<style>table { border-spacing: 15px; }</style></head><body>{plot_divs}</body></html>'; \
+	} > $(CURDIR)/.dvc/tmp/plots-offline.html; cd $(CURDIR); rm -rf $$tmp
+	$(BIN)/dvc config --local plots.html_template tmp/plots-offline.html
+	@echo "dvc plots show/diff now render offline (template .dvc/tmp/plots-offline.html)"

@@ -34,7 +34,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 STAGES = ("synthesize", "ingest", "anonymize", "validate", "features", "pretrain", "finetune", "evaluate",
-          "register")
+          "register", "report")
 DATA_STAGES = STAGES[:5]
 PARAMS_FILE = "params.yaml"
 LOCK_FILE = ".dvc/tmp/mer-flow.lock"
@@ -100,7 +100,7 @@ def _dvc(args: list[str], repo: str, env: dict[str, str]) -> subprocess.Complete
     return subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, env={**os.environ, **env})
 
 
-@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, timeout_seconds=4 * 3600)
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, timeout_seconds=4 * 3600, task_run_name="{stage}")
 def reproduce_stage(stage: str, repo: str, env: dict[str, str] | None = None) -> str:
     """Run one DVC stage in `repo`; returns DVC's output. A retry covers transient
     failures (a tracking server blip); a stage that fails twice fails the flow."""
@@ -126,21 +126,34 @@ def _report(repo: Path, relative: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def stage_ran(stage: str, dvc_output: str) -> bool:
+    """Whether `dvc repro --single-item <stage>` ran the stage (else DVC skipped it, unchanged)."""
+    return f"Running stage '{stage}'" in dvc_output
+
+
 @task(cache_policy=NO_CACHE)
-def publish_summary(repo: str, stages: list[str]) -> str:
-    """A markdown artifact for people: metrics, validation, MLflow run, registry decision."""
+def publish_summary(repo: str, outputs: dict[str, str]) -> str:
+    """A markdown artifact for people: stages run and skipped, figures, registry decision, report."""
     from mer_core.config import load_params
     from mer_core.evaluation.report import run_summary_markdown
     from mer_core.tracking import resolve_tracking_uri
 
     root = Path(repo)
     p = load_params(root / PARAMS_FILE)
+    ran = [stage for stage, out in outputs.items() if stage_ran(stage, out)]
+    registry = _report(root, str(p.paths.registry_report))
+    report = None
+    if "report" in outputs and (root / p.paths.report).exists():
+        report = f"`{(root / p.paths.report).resolve()}`"
+        if registry is not None:
+            report += f", and in MLflow `runs:/{registry['run_id']}/{p.paths.report.name}`"
     markdown = run_summary_markdown(
-        metrics=_report(root, str(p.paths.metrics)) if "evaluate" in stages else None,
-        validation=_report(root, str(p.paths.validation_report)) if "validate" in stages else None,
-        registry=_report(root, str(p.paths.registry_report)) if "register" in stages else None,
-        stages=stages, tracking_uri=resolve_tracking_uri(p.tracking, root))
+        ran=ran, skipped=[stage for stage in outputs if stage not in ran],
+        metrics=_report(root, str(p.paths.metrics)) if "evaluate" in outputs else None,
+        validation=_report(root, str(p.paths.validation_report)) if "validate" in outputs else None,
+        registry=registry, report=report, tracking_uri=resolve_tracking_uri(p.tracking, root))
     create_markdown_artifact(markdown=markdown, key="mer-run-summary", description="mer pipeline run summary")
+    get_run_logger().info("%s", markdown)
     return markdown
 
 
@@ -176,7 +189,7 @@ def mer_pipeline(repo: str = ".", stages: list[str] | None = None, params: dict[
         finally:
             if original is not None and not keep_params:
                 (root / PARAMS_FILE).write_text(original)
-        publish_summary(str(root), list(stages))
+        publish_summary(str(root), outputs)
     return outputs
 
 

@@ -24,6 +24,24 @@ log = logging.getLogger("mer")
 ParamsOption = typer.Option(Path("params.yaml"), "--params", help="The params file to read.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"mer {version('mer-core')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                              help="Print the version and exit.")) -> None:
+    """Micro-expression recognition pipeline stages."""
+    # FFmpeg's and OpenCV's own messages ("moov atom not found") would precede mer's
+    # one-line error; set before OpenCV first opens a video, and kept for child processes.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+
 class StageFailed(MerError, RuntimeError):
     """A stage ran to completion but its outcome must stop the pipeline."""
 
@@ -70,6 +88,13 @@ def _clip_dirs(params, kind: str) -> list[Path]:
     if not names:
         raise ParamsError(f"ingest.datasets has no {kind} data set")
     return [params.paths.processed / CLIPS_DIR / name for name in names]
+
+
+def _micro_sources(p, params_file: Path) -> tuple[list[tuple[str, Path]], Path]:
+    """(name, root) of every micro data set and the synthetic data's root, both against the
+    params file's folder: what `inference.training_note` reads."""
+    base = Path(params_file).resolve().parent
+    return [(d.name, base / d.root) for d in p.ingest.datasets if d.kind == "micro"], base / p.paths.synthetic
 
 
 def _tracking(p, params_file: Path, stage_name: str, data_dirs: list[Path]):
@@ -233,8 +258,10 @@ def finetune(params: Path = ParamsOption) -> None:
 @app.command()
 @stage
 def evaluate(params: Path = ParamsOption) -> None:
-    """UF1, UAR and accuracy from the LOSO predictions; the ablation table; the confusion plot."""
+    """UF1, UAR and accuracy from the LOSO predictions; the ablation table; the plots
+    (confusion matrix of every seed, learning curves of pre-training and fine-tuning)."""
     from mer_core.evaluation import report as rep
+    from mer_core.evaluation.plots import write_plots
     from mer_core.evaluation.predictions import read_predictions
     from mer_core.tracking import log_evaluation
 
@@ -246,7 +273,8 @@ def evaluate(params: Path = ParamsOption) -> None:
                                                {d.name: d.adapter for d in p.ingest.datasets}, tuning)
     write_json(paths.metrics, metrics)
     write_json(paths.ablation, ablation)
-    pictures = rep.write_confusion(rows, variant, paths.plots, f"{variant}, LOSO, seed {min(p.finetune.seeds)}")
+    pictures = write_plots(rows, variant, _read_json(paths.pretrain_report, "pretrain"),
+                           _read_json(paths.finetune_report, "finetune"), paths.plots)
     log_evaluation(_tracking(p, params, "evaluate", _clip_dirs(p, "micro")), p, metrics, ablation,
                    [paths.metrics, paths.ablation, *pictures, paths.validation_report])
     typer.echo(rep.describe_evaluation(metrics, ablation))
@@ -260,8 +288,8 @@ def register(params: Path = ParamsOption) -> None:
     from mer_core.data.store import data_version, write_text_atomically
     from mer_core.evaluation.protocols import protocol_id
     from mer_core.evaluation.report import model_card_markdown
-    from mer_core.inference import load_final_model, serving_config
-    from mer_core.tracking import Standing, git_state, register_model
+    from mer_core.inference import load_final_model, serving_config, training_note
+    from mer_core.tracking import Standing, git_state, loggable_params, register_model, version_card
 
     p = load_params(params)
     paths, dirs = p.paths, _clip_dirs(p, "micro")
@@ -275,15 +303,53 @@ def register(params: Path = ParamsOption) -> None:
         validation=_read_json(paths.validation_report, "validate"), model=meta,
         landmark_model=p.ingest.landmark_model)
     write_text_atomically(paths.model_card, card)
+    settings = {k: v for section, name in ((p.ingest, "ingest"), (p.features, "features"), (p.pretrain, "pretrain"),
+                                           (p.finetune, "finetune")) for k, v in loggable_params(section, name).items()}
     outcome = register_model(
         _tracking(p, params, "register", dirs), p.register_.model_name, paths.final_model,
         Standing(metrics["uf1"], protocol, version), {k: metrics[k] for k in ("uf1", "uar", "accuracy")}, card,
         p.register_.promotion_margin, p.ingest.frames_per_clip,
-        serving_config(CropSettings.from_params(p.ingest), p.anonymize.mask_outside_face),
-        [paths.model_card, paths.metrics, paths.ablation])
+        serving_config(CropSettings.from_params(p.ingest), p.anonymize.mask_outside_face,
+                       training_note(*_micro_sources(p, params))),
+        [paths.model_card, paths.metrics, paths.ablation], settings)
+    write_text_atomically(paths.model_card, version_card(card, outcome.alias, outcome.reason,
+                                                         outcome.previous_champion, list(outcome.changes)))
     write_json(paths.registry_report, {**asdict(outcome), "protocol": protocol, "data_version": version,
                                        "uf1": metrics["uf1"]})
     typer.echo(f"{outcome.model_name} version {outcome.version} → {outcome.alias}: {outcome.reason}")
+
+
+@app.command()
+@stage
+def report(params: Path = ParamsOption) -> None:
+    """`reports/report.html`: one offline page of the run (metrics, ablation, plots, the
+    registry's decision, data and validation), logged to MLflow beside the registered model."""
+    from mer_core.data.store import write_text_atomically
+    from mer_core.evaluation.html_report import render_report
+    from mer_core.evaluation.plots import CONFUSION_PNG, CURVES_PNG
+    from mer_core.tracking import log_report
+
+    p = load_params(params)
+    paths = p.paths
+
+    def optional(path: Path) -> dict | None:
+        return json.loads(Path(path).read_text()) if Path(path).exists() else None
+
+    pictures = {title: (paths.plots / name).read_bytes() for name, title in (
+        (CONFUSION_PNG, "Confusion matrices of the shipped variant, one per seed (held-out predictions)"),
+        (CURVES_PNG, "Learning curves: pre-training loss and fine-tuning training loss per epoch"))
+        if (paths.plots / name).exists()}
+    registry = optional(paths.registry_report)
+    html = render_report(metrics=_read_json(paths.metrics, "evaluate"), ablation=_read_json(paths.ablation, "evaluate"),
+                         registry=registry, pictures=pictures, ingest=optional(paths.ingest_report),
+                         anonymization=optional(paths.anonymization_report),
+                         features=optional(paths.features_report), validation=optional(paths.validation_report))
+    write_text_atomically(paths.report, html)
+    where = f"{paths.report}"
+    if registry is not None:
+        session = _tracking(p, params, "report", _clip_dirs(p, "micro"))
+        where += f"; MLflow: {log_report(session, registry['run_id'], paths.report)}"
+    typer.echo(f"report: {where}")
 
 
 @app.command("evaluate-champion")
@@ -298,16 +364,18 @@ def evaluate_champion(
     from mer_core.data.store import data_version
     from mer_core.evaluation.champion import unseen_and_in_sample_scores
     from mer_core.inference import predictor_from_pyfunc
-    from mer_core.tracking import load_registered_model
+    from mer_core.tracking import load_registered_model, registered_uf1
 
     p = load_params(params)
     uri, dirs = model or f"models:/{p.register_.model_name}@champion", _clip_dirs(p, "micro")
-    pyfunc = load_registered_model(uri, p.tracking, Path(params).resolve().parent)
+    root = Path(params).resolve().parent
+    pyfunc = load_registered_model(uri, p.tracking, root)
     predictor = predictor_from_pyfunc(uri, pyfunc)
     scores = unseen_and_in_sample_scores(predictor.predict, predictor.classes,
                                          pyfunc.unwrap_python_model().meta.get("subjects"), dirs[0].parent,
                                          [d.name for d in dirs], p.finetune.label_column)
-    result = {"model": uri, "data_version": data_version(dirs), **scores}
+    result = {"model": uri, "data_version": data_version(dirs), "loso_uf1_at_registration":
+              registered_uf1(uri, p.tracking, root), **scores}
     if output:
         write_json(output, result)
     typer.echo(json.dumps(result, indent=2))
@@ -327,8 +395,9 @@ def predict(
     output: Path | None = typer.Option(None, help="Write the JSON here instead of printing it."),
     params: Path = ParamsOption,
 ) -> None:
-    """Per-window class probabilities of a video, as JSON."""
-    from mer_core import inference
+    """Per-window class probabilities of a video, as JSON, with a summary (the dominant
+    class, the share of windows with a face, what the model was trained on)."""
+    from mer_core.data.video import FrameReadError, VideoReader
 
     logging.basicConfig(level=os.environ.get("MER_LOG_LEVEL", "WARNING"), stream=sys.stderr)
     given = (onset, apex, offset)
@@ -342,6 +411,13 @@ def predict(
     if not video.is_file():
         _fail("predict", f"{video}: no such file")
     try:
+        with VideoReader(video):  # a file that is no video fails now, not after the model loaded
+            pass
+    except FrameReadError as exc:
+        _fail("predict", str(exc))
+    from mer_core import inference
+
+    try:
         result = inference.predict_video(video, _load_predictor(model, params), window_s=window, stride_s=stride,
                                          fps=fps, given=None if None in given else given)
     except (*KNOWN_ERRORS, LookupError, ValueError) as exc:
@@ -350,6 +426,27 @@ def predict(
         write_json(output, result.as_json())
     else:
         typer.echo(json.dumps(result.as_json(), indent=2))
+
+
+@app.command()
+def serve(
+    model: str = typer.Option("models:/mer-micro@champion", help="A registry URI or a final.pt file, as for predict."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(5000, help="Port to listen on."),
+    params: Path = ParamsOption,
+) -> None:
+    """Serve a model over HTTP: POST a video to /predict for the JSON `mer predict` prints; GET /health."""
+    import uvicorn
+
+    from mer_core.serving import create_app
+
+    logging.basicConfig(level=os.environ.get("MER_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    try:
+        predictor = _load_predictor(model, params)
+    except (*KNOWN_ERRORS, LookupError, ValueError) as exc:
+        _fail("serve", str(exc))
+    typer.echo(f"mer serve: {predictor.name} on http://{host}:{port} (POST /predict, GET /health)", err=True)
+    uvicorn.run(create_app(predictor), host=host, port=port, log_level="warning")
 
 
 def _fail(command: str, message: str) -> None:
@@ -365,9 +462,12 @@ def _load_predictor(model: str, params_file: Path):
     if model.endswith(".pt"):
         p = load_params(params_file)
         return inference.predictor_from_file(Path(model), CropSettings.from_params(p.ingest),
-                                             inference.mask_margin(p.ingest.face_margin, p.anonymize.mask_outside_face))
+                                             inference.mask_margin(p.ingest.face_margin, p.anonymize.mask_outside_face),
+                                             inference.training_note(*_micro_sources(p, params_file)))
     from mer_core.tracking import load_registered_model
 
+    # The model's files copy in well under a second: a progress bar per file is only noise here.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tracking = load_params(params_file).tracking if Path(params_file).exists() else TrackingParams()
     return inference.predictor_from_pyfunc(model, load_registered_model(model, tracking,
                                                                         Path(params_file).resolve().parent))

@@ -289,6 +289,7 @@ class PathsParams(_Section):
     plots: Path = Path("reports/plots")
     registry_report: Path = Path("reports/registry.json")
     model_card: Path = Path("reports/model_card.md")
+    report: Path = Path("reports/report.html")  # report: the run on one offline page
 
     def under(self, root: Path) -> PathsParams:
         """The same layout with every relative path under `root` (tests, benchmarks)."""

@@ -102,6 +102,17 @@ class ClipPredictor:
     crop: CropSettings
     predict: Callable[[np.ndarray], np.ndarray]  # aligned clips → (N, K) probabilities
     masked: bool = False  # trained on clips masked outside their landmarks: mask windows alike
+    trained_on: str = "training data not recorded with this model"  # for the reader of a prediction
+
+
+def training_note(datasets: list[tuple[str, Path]], synthetic_root: Path) -> str:
+    """What a prediction's reader must know of the model's training data (`datasets`: the
+    micro data sets' names and roots): a model of the embedded synthetic faces says so."""
+    synthetic_root = Path(synthetic_root).resolve()
+    if datasets and all(Path(root).resolve().is_relative_to(synthetic_root) for _, root in datasets):
+        return ("trained on the embedded synthetic faces only, to show the pipeline works: its classes say "
+                "nothing reliable about real faces")
+    return f"trained on {', '.join(name for name, _ in datasets)}"
 
 
 def mask_margin(face_margin: float, masked: bool) -> float | None:
@@ -110,38 +121,47 @@ def mask_margin(face_margin: float, masked: bool) -> float | None:
     return face_margin if masked else None
 
 
-def serving_config(crop: CropSettings, masked: bool) -> dict:
-    """What a registered model needs to align and mask a video as its training clips were:
-    its pyfunc `model_config`, read back by `predictor_from_pyfunc`."""
+def serving_config(crop: CropSettings, masked: bool, trained_on: str | None = None) -> dict:
+    """What a registered model needs to align and mask a video as its training clips were,
+    and what to tell its users (`training_note`): its pyfunc `model_config`, read back by
+    `predictor_from_config`."""
     return {"mask_margin": mask_margin(crop.face_margin, masked), "crop_size": crop.crop_size,
             "frames_per_clip": crop.frames_per_clip, "face_margin": crop.face_margin,
             "min_face_px": crop.min_face_px, "stabilize": crop.stabilize, "face_detector": crop.face_detector,
-            "landmark_model": crop.landmark_model, "alignment": crop.alignment}
+            "landmark_model": crop.landmark_model, "alignment": crop.alignment,
+            **({"trained_on": trained_on} if trained_on else {})}
 
 
-def predictor_from_file(path: Path, crop: CropSettings, mask_margin: float | None) -> ClipPredictor:
+def predictor_from_file(path: Path, crop: CropSettings, mask_margin: float | None,
+                        trained_on: str | None = None) -> ClipPredictor:
     """A predictor over a `final.pt` written by `finetune`."""
     model, meta = load_final_model(path)
     if meta["img_size"] != crop.crop_size:
         raise ValueError(f"{path} was trained on {meta['img_size']} px crops, ingest.crop_size is {crop.crop_size}")
     return ClipPredictor(Path(path).name, meta["classes"], crop.frames_per_clip, crop,
                          lambda clips: class_probabilities(model, clips, mask_margin, meta["motion"]),
-                         masked=mask_margin is not None)
+                         masked=mask_margin is not None, **({"trained_on": trained_on} if trained_on else {}))
 
 
-def predictor_from_pyfunc(uri: str, pyfunc) -> ClipPredictor:
-    """A predictor over a registered pyfunc; its alignment settings travel in its model config."""
-    config = pyfunc.model_config or {}
+def predictor_from_config(name: str, classes: list[str], config: dict,
+                          predict: Callable[[np.ndarray], np.ndarray]) -> ClipPredictor:
+    """A predictor whose alignment settings come from a registered model's `serving_config`."""
     # A model registered before the landmark front end was trained on Haar boxes.
     crop = CropSettings(crop_size=config["crop_size"], frames_per_clip=config["frames_per_clip"], window_stride=1,
                         windows_per_video=1, face_margin=config["face_margin"], min_face_px=config["min_face_px"],
                         stabilize=config["stabilize"], face_detector=config.get("face_detector", "haar"),
                         landmark_model=config.get("landmark_model", "dlib68"),
                         alignment=config.get("alignment", "box"))
+    return ClipPredictor(name, classes, crop.frames_per_clip, crop, predict,
+                         masked=config.get("mask_margin") is not None,
+                         **({"trained_on": config["trained_on"]} if config.get("trained_on") else {}))
+
+
+def predictor_from_pyfunc(uri: str, pyfunc) -> ClipPredictor:
+    """A predictor over a registered pyfunc; its alignment settings travel in its model config."""
     classes = [c.name for c in pyfunc.metadata.get_output_schema().inputs]
-    return ClipPredictor(uri, classes, crop.frames_per_clip, crop,
-                         lambda clips: pyfunc.predict(clips).to_numpy(np.float64),
-                         masked=config.get("mask_margin") is not None)
+    return predictor_from_config(uri, classes, pyfunc.model_config or {},
+                                 lambda clips: pyfunc.predict(clips).to_numpy(np.float64))
 
 
 # --- windows over a video ---------------------------------------------------------------
@@ -183,10 +203,41 @@ class VideoPrediction:
     classes: list[str]
     windows: list[dict]
     rejected: list[dict]
+    trained_on: str = ""
+
+    def summary(self) -> dict:
+        """The video at a glance: the class most windows predict, the share of windows with
+        a face, the mean probabilities, and what the model was trained on."""
+        counts = {c: sum(w["predicted"] == c for w in self.windows) for c in self.classes}
+        mean = {c: round(float(np.mean([w["probabilities"][c] for w in self.windows])), 4) for c in self.classes}
+        seen = len(self.windows) + len(self.rejected)
+        dominant = max(self.classes, key=lambda c: (counts[c], mean[c]))
+        return {"dominant_class": dominant, "windows_predicting_it": counts[dominant], "windows": seen, "share_of_windows_with_a_face": round(len(self.windows) / seen, 3),
+                "mean_probabilities": mean, "model_note": self.trained_on}
 
     def as_json(self) -> dict:
         return {"video": self.video, "model": self.model, "fps": self.fps, "classes": self.classes,
-                "windows": self.windows, "rejected": self.rejected}
+                "summary": self.summary(), "windows": self.windows, "rejected": self.rejected}
+
+    def as_frame(self):
+        """One row per scored window: frames, seconds, the predicted class, one probability column per class."""
+        import pandas as pd
+
+        return pd.DataFrame([{k: w[k] for k in ("start_frame", "end_frame", "start_s", "end_s", "predicted")}
+                             | w["probabilities"] for w in self.windows])
+
+
+def predict_video_bytes(data: bytes, predictor: ClipPredictor, name: str = "upload", **options) -> VideoPrediction:
+    """`predict_video` of a video held in memory (an upload, a pyfunc input): written to a
+    private temporary file for the decoder, removed afterwards."""
+    import tempfile
+
+    if not data:
+        raise FrameReadError(f"{name}: empty upload")
+    with tempfile.TemporaryDirectory(prefix="mer-video-") as folder:
+        path = Path(folder) / Path(name).name
+        path.write_bytes(data)
+        return predict_video(path, predictor, **options)
 
 
 def predict_video(video: Path, predictor: ClipPredictor, *, window_s: float = 0.4, stride_s: float = 0.1,
@@ -283,4 +334,5 @@ class _WindowScorer:
         rows = [{"start_frame": w.start, "end_frame": w.end, "start_s": seconds(w.start), "end_s": seconds(w.end),
                  "probabilities": {c: round(float(v), 5) for c, v in zip(classes, p)},
                  "predicted": classes[int(np.argmax(p))]} for w, p in self.scored]
-        return VideoPrediction(self.video_name, self.predictor.name, fps, classes, rows, self.rejected)
+        return VideoPrediction(self.video_name, self.predictor.name, fps, classes, rows, self.rejected,
+                               self.predictor.trained_on)

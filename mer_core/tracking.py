@@ -142,18 +142,24 @@ class TrackingSession:
     experiment_id: str
     tags: dict[str, str]
     uri: str
+    started_ms: int = 0  # when the stage began its work: a stage's run lasts from then to its logging
 
     def log_run(self, name: str, *, params: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
                 history: list[dict] | None = None, artifacts: list[Path] = (), parent: str | None = None,
-                tags: dict[str, str] | None = None) -> str:
+                tags: dict[str, str] | None = None, seconds: float | None = None) -> str:
         """One finished run: params, summary metrics, per-step `history` (each dict's
-        `epoch` is the step), artifacts; nested under `parent` when given. Returns its id."""
+        `epoch` is the step), artifacts; nested under `parent` when given. Returns its id.
+
+        Its duration is `seconds` when given (ending now), else the stage's for a top-level
+        run, else none: MLflow shows how long the work took, not how long logging took.
+        """
         run_tags = {**self.tags, **(tags or {})}
         if parent:
             run_tags["mlflow.parentRunId"] = parent
-        run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=name)
-        run_id = run.info.run_id
         now = int(time.time() * 1000)
+        start = now - int(seconds * 1000) if seconds is not None else (self.started_ms or now) if not parent else now
+        run = self.client.create_run(self.experiment_id, start_time=start, tags=run_tags, run_name=name)
+        run_id = run.info.run_id
         points = [Metric(k, v, now, 0) for k, v in _finite(metrics or {}).items()]
         for entry in history or []:
             step = int(entry.get("epoch", 0))
@@ -166,7 +172,7 @@ class TrackingSession:
         for path in artifacts:
             if Path(path).exists():
                 self.client.log_artifact(run_id, str(path))
-        self.client.set_terminated(run_id)
+        self.client.set_terminated(run_id, end_time=now)
         return run_id
 
 
@@ -184,7 +190,7 @@ def open_session(tracking: TrackingParams, root: Path, stage: str, params: Param
     else:
         experiment_id = experiment.experiment_id
     return TrackingSession(client, experiment_id, {**provenance_tags(root, stage, params, data), **(extra_tags or {})},
-                           uri)
+                           uri, int(time.time() * 1000))
 
 
 # --- what each stage logs -----------------------------------------------------------
@@ -196,7 +202,8 @@ def log_pretraining(session: TrackingSession, params: Params, report: dict, arti
         summary = {k: result[k] for k in ("clips", "clips_per_second", "seconds", "data_wait_fraction",
                                            "peak_gpu_memory_mib") if k in result}
         session.log_run(f"pretrain/{variant}", parent=parent, metrics=summary, history=result["history"],
-                        params={"variant": variant, "encoder": result["encoder"], "epochs": str(result["epochs"])})
+                        params={"variant": variant, "encoder": result["encoder"], "epochs": str(result["epochs"])},
+                        seconds=result.get("seconds"))
     return parent
 
 
@@ -211,7 +218,7 @@ def log_finetuning(session: TrackingSession, params: Params, report: dict,
     for (variant, seed), score in scores.items():
         key = f"{variant}/seed{seed}"
         run = session.log_run(f"finetune/{key}", parent=parent, metrics={**score, "seconds": report["seconds"][key]},
-                              params={"variant": variant, "seed": str(seed)})
+                              params={"variant": variant, "seed": str(seed)}, seconds=report["seconds"][key])
         for fold in report.get("folds", {}).get(key, []):
             session.log_run(f"{key}/fold{fold['fold']}", parent=run, metrics={"held_out_clips": fold["clips"]},
                             history=[{"epoch": e, "train_loss": v} for e, v in enumerate(fold["train_loss"])],
@@ -246,8 +253,15 @@ def log_evaluation(session: TrackingSession, params: Params, metrics: dict, abla
 # warning on; the explicit tensor signature is what validates inputs here.
 with warnings.catch_warnings(record=True):
     class MicroExpressionModel(mlflow.pyfunc.PythonModel):
-        """Aligned micro clips (N, T, H, W, 3) uint8 RGB, apex at T // 2, as in the processed
-        clip table → a DataFrame of class probabilities, one column per class."""
+        """Two kinds of input:
+
+        - aligned micro clips (N, T, H, W, 3) uint8 RGB, apex at T // 2, as in the processed
+          clip table → a DataFrame of class probabilities, one column per class;
+        - a video: a file path or its bytes in process, or over REST a DataFrame with a
+          `video` column holding the file base64-encoded → one row per sliding window
+          (frames, seconds, `predicted`, one probability column per class), aligned as
+          `mer predict` aligns it. A path is read only in process, never from a REST request.
+        """
 
         def load_context(self, context) -> None:
             from mer_core.inference import load_final_model
@@ -255,28 +269,57 @@ with warnings.catch_warnings(record=True):
             self.model, self.meta = load_final_model(Path(context.artifacts["final_model"]))
             self.config = context.model_config or {}
 
-        def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        def _probabilities(self, clips: np.ndarray) -> np.ndarray:
             from mer_core.inference import class_probabilities
 
-            clips = np.asarray(model_input, dtype=np.uint8)
-            probabilities = class_probabilities(self.model, clips, self.config.get("mask_margin"), self.meta["motion"])
-            return pd.DataFrame(probabilities, columns=self.meta["classes"])
+            return class_probabilities(self.model, np.asarray(clips, dtype=np.uint8), self.config.get("mask_margin"),
+                                       self.meta["motion"])
+
+        def predict(self, context, model_input, params=None) -> pd.DataFrame:
+            from mer_core.inference import predict_video, predict_video_bytes, predictor_from_config
+
+            if isinstance(model_input, str | Path | bytes) or (
+                    isinstance(model_input, pd.DataFrame) and "video" in model_input.columns):
+                predictor = predictor_from_config("registered model", self.meta["classes"], self.config,
+                                                  self._probabilities)
+                if isinstance(model_input, str | Path):
+                    return predict_video(Path(model_input), predictor).as_frame()
+                data = model_input if isinstance(model_input, bytes) else _video_bytes(model_input["video"].iloc[0])
+                return predict_video_bytes(data, predictor).as_frame()
+            return pd.DataFrame(self._probabilities(model_input), columns=self.meta["classes"])
 
 
-def _signature(meta: dict, frames: int):
+def _video_bytes(cell) -> bytes:
+    """A REST request's `video` cell: base64 text (JSON has no bytes), or bytes as they are."""
+    import base64
+    import binascii
+
+    if isinstance(cell, bytes):
+        return cell
+    try:
+        return base64.b64decode(str(cell), validate=True)
+    except binascii.Error:
+        raise ValueError("the `video` column must hold the video file base64-encoded") from None
+
+
+def _signature(meta: dict):
+    """Outputs only: the model takes clips or a video (see MicroExpressionModel), which one
+    input schema cannot describe; it checks its input itself."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
+    from mlflow.types import ColSpec, Schema
 
-    size = meta["img_size"]
-    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, frames, size, size, 3))])
-    outputs = Schema([ColSpec("double", c) for c in meta["classes"]])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    return ModelSignature(inputs=None, outputs=Schema([ColSpec("double", c) for c in meta["classes"]]))
 
 
 def _requirements() -> list[str]:
-    # Explicit: MLflow would record torch without the local "+cpu" and pull the CUDA build.
+    # Explicit: MLflow would record torch without the local "+cpu" and pull the CUDA build,
+    # and would miss OpenCV (video decoding, face detection, flow), which the model imports.
+    from importlib.metadata import version
+
     return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
-            f"numpy=={np.__version__}", f"pandas=={pd.__version__}", "pydantic", "pyyaml"]
+            f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
+            f"opencv-python-headless=={version('opencv-python-headless')}", f"pyarrow=={version('pyarrow')}",
+            f"scipy=={version('scipy')}", "pydantic", "pyyaml"]
 
 
 @dataclass(frozen=True)
@@ -341,28 +384,86 @@ class RegistryOutcome:
     reason: str
     run_id: str
     previous_champion: str | None
+    champion_uf1: float | None = None  # the champion's UF1 the gate compared with
+    changes: tuple[str, ...] = ()  # what differs from that champion, one line each
+
+
+def registry_description(name: str, margin: float) -> str:
+    """The registered model's description: what it is, and how its aliases move, in plain words."""
+    return (f"# {name}\n\nA micro-expression classifier (MIACNet) for short face videos, trained, scored and "
+            "registered by the mer pipeline. Applications load `models:/" + name + "@champion`.\n\n"
+            "## How versions get their aliases\n"
+            "- Every pipeline run that trains a new model registers a new version; its model card is the "
+            "version's description and starts with the decision below.\n"
+            f"- **champion**: the version applications use. A new version takes the alias only if its "
+            f"leave-one-subject-out UF1 beats the current champion's by at least {margin} (the promotion margin), "
+            "scored under the same protocol (label set, data sets, classes) on the same data version.\n"
+            "- **challenger**: a new version that did not clear that bar, or whose score cannot be compared "
+            "(other data, other protocol). It waits for a person: promote it by moving the `champion` alias by "
+            "hand if the review says so.\n"
+            "- A run that reproduces a registered model's weights registers nothing.\n")
+
+
+def version_card(card: str, alias: str, reason: str, champion_version: str | None, changes: list[str]) -> str:
+    """A version's description: its alias, why, and what changed against the champion, then the model card."""
+    lines = [f"**Alias: `{alias}`.** {reason[0].upper() + reason[1:]}.", ""]
+    if champion_version is not None:
+        lines += [f"What changed against the champion (version {champion_version}):",
+                  *([f"- {line}" for line in changes] or ["- nothing recorded differs"]), ""]
+    return "\n".join(lines) + "\n" + card
+
+
+def _changes(client: MlflowClient, name: str, champion_version: str | None, settings: dict[str, str],
+             tags: dict[str, str], standing: Standing) -> list[str]:
+    """Settings, code, data and score of this model against the champion's."""
+    if champion_version is None:
+        return []
+    version = client.get_model_version(name, champion_version)
+    before = client.get_run(version.run_id).data.params if version.run_id else {}
+    lines = [f"`{key}`: {before[key]} → {value}" for key, value in sorted(settings.items())
+             if key in before and before[key] != value]
+    if settings and not any(key in before for key in settings):
+        lines.append("the champion's training settings were not recorded; compare their cards")
+    old = version.tags
+    current = {"git.commit": tags.get("git.commit"), "data.version": standing.data_version,
+               "protocol": standing.protocol}
+    for label, key in (("code (git commit)", "git.commit"), ("data version", "data.version"), ("protocol", "protocol")):
+        if old.get(key) and current[key] and old[key] != current[key]:
+            lines.append(f"{label}: `{old[key][:12]}` → `{current[key][:12]}`")
+    if "uf1" in old:
+        lines.append(f"LOSO UF1: {float(old['uf1']):.4f} → {standing.uf1:.4f}")
+    return lines
 
 
 def register_model(session: TrackingSession, name: str, final_model: Path, standing: Standing,
                    metrics: dict[str, float], card: str, margin: float, frames: int,
-                   model_config: dict, artifacts: list[Path]) -> RegistryOutcome:
+                   model_config: dict, artifacts: list[Path], settings: dict[str, str] | None = None
+                   ) -> RegistryOutcome:
     """Log the final model as a pyfunc, register a version with the model card, then
     apply the promotion gate. Aliases move only as the very last step, after the model
-    loaded back and predicted its input example, so a failure leaves them untouched."""
+    loaded back and predicted its input example, so a failure leaves them untouched.
+
+    `settings` (params as `loggable_params` flattens them) are logged with the version's
+    run, so the next version's card can say what changed against this one.
+    """
     from mer_core.inference import load_final_model
 
     model, meta = load_final_model(final_model)
     champion_version, champion = current_champion(session.client, name)
+    champion_uf1 = champion.uf1 if champion else None
     digest = weights_digest(model, meta)
     if (same := _version_with_weights(session.client, name, digest, standing)) is not None:
         # A re-run that reproduced the same weights (a code change elsewhere, a new
         # validation report) adds nothing a reviewer could choose between.
         return RegistryOutcome(name, same.version, _alias_of(session.client, name, same.version),
                                f"unchanged: version {same.version} already holds these weights under the same "
-                               "protocol and data version; nothing registered", same.run_id, champion_version)
+                               "protocol and data version; nothing registered", same.run_id, champion_version,
+                               champion_uf1)
     alias, reason = promotion_decision(standing, champion, margin)
+    changes = _changes(session.client, name, champion_version, settings or {}, session.tags, standing)
+    card = version_card(card, alias, reason, champion_version, changes)
     run_id = session.log_run("register", metrics=metrics, artifacts=artifacts,
-                             params={"model_name": name, "promotion_margin": str(margin)})
+                             params={"model_name": name, "promotion_margin": str(margin), **(settings or {})})
     # A neutral grey clip batch: a real clip would put a subject's face into the registry.
     example = np.full((2, frames, meta["img_size"], meta["img_size"], 3), 128, np.uint8)
     with fluent_store(session.uri):  # the registry resolves `models:/m-…` through the fluent store too
@@ -371,14 +472,22 @@ def register_model(session: TrackingSession, name: str, final_model: Path, stand
             warnings.simplefilter("ignore", UserWarning)
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=MicroExpressionModel(), artifacts={"final_model": str(final_model)},
-                signature=_signature(meta, frames), input_example=example, model_config=model_config,
+                signature=_signature(meta), input_example=example, model_config=model_config,
                 code_paths=[str(Path(__file__).parent)], pip_requirements=_requirements())
         mlflow.pyfunc.load_model(info.model_uri).predict(example)  # smoke test before any alias moves
-        version = _create_version(session, name, info.model_uri, run_id, card, standing, digest)
+        version = _create_version(session, name, info.model_uri, run_id, card, standing, digest,
+                                  registry_description(name, margin))
     session.client.set_model_version_tag(name, version, "promotion.decision", alias)
     session.client.set_model_version_tag(name, version, "promotion.reason", reason)
     session.client.set_registered_model_alias(name, alias, version)
-    return RegistryOutcome(name, version, alias, reason, run_id, champion_version)
+    return RegistryOutcome(name, version, alias, reason, run_id, champion_version, champion_uf1, tuple(changes))
+
+
+def log_report(session: TrackingSession, run_id: str, path: Path) -> str:
+    """Attach the run's HTML report to `run_id` (the run that registered the model version,
+    so the MLflow UI shows it beside the model); returns its `runs:/` URI."""
+    session.client.log_artifact(run_id, str(path))
+    return f"runs:/{run_id}/{Path(path).name}"
 
 
 def weights_digest(model: torch.nn.Module, meta: dict) -> str:
@@ -414,13 +523,15 @@ def _alias_of(client: MlflowClient, name: str, version: str) -> str:
 
 
 def _create_version(session: TrackingSession, name: str, model_uri: str, run_id: str, card: str,
-                    standing: Standing, digest: str) -> str:
-    """A new READY version of `name` with the card as its description and the standing as tags."""
+                    standing: Standing, digest: str, description: str) -> str:
+    """A new READY version of `name` with the card as its description and the standing as
+    tags; the registered model's `description` is (re)written too."""
     try:
-        session.client.create_registered_model(name, description="Micro-expression classifier (MIACNet).")
+        session.client.create_registered_model(name, description=description)
     except MlflowException as exc:
         if not _is(exc, RESOURCE_ALREADY_EXISTS):
             raise
+        session.client.update_registered_model(name, description=description)
     version = session.client.create_model_version(
         name, model_uri, run_id=run_id, description=card,
         tags={**session.tags, "uf1": f"{standing.uf1:.6f}", "protocol": standing.protocol,
@@ -435,6 +546,21 @@ def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float 
         if time.monotonic() > deadline:
             raise TimeoutError(f"model {name} version {version} not READY after {timeout_s} s")
         time.sleep(0.2)
+
+
+def registered_uf1(uri: str, tracking: TrackingParams, root: Path) -> float | None:
+    """The LOSO UF1 a `models:/NAME@ALIAS` or `models:/NAME/VERSION` was registered with
+    (its held-out figure); None for other URIs or a version without one."""
+    import re
+
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
+    if not match:
+        return None
+    store = resolve_tracking_uri(tracking, root)
+    client = MlflowClient(store, store)
+    name, alias, number = match.groups()
+    version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+    return float(version.tags["uf1"]) if "uf1" in version.tags else None
 
 
 def load_registered_model(uri: str, tracking: TrackingParams, root: Path):

@@ -21,6 +21,8 @@ for _name, _value in {
     "DO_NOT_TRACK": "1",
     # Prefect's ephemeral database lives in a throwaway home, not in ~/.prefect.
     "PREFECT_HOME": tempfile.mkdtemp(prefix="mer-prefect-"),
+    # Its ephemeral API server gets 20 s to start by default: too short on 2 busy cores.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }.items():
     os.environ.setdefault(_name, _value)
 
@@ -146,8 +148,8 @@ def store(tmp_path, monkeypatch):
 
 
 def register_tiny(session, tmp_path: Path, uf1: float, seed: int = 0, protocol: str = "loso:label:synth",
-                  data_version: str = "data-v1"):
-    """Register a tiny final model of `seed` scored `uf1` through the real gate."""
+                  data_version: str = "data-v1", settings: dict[str, str] | None = None):
+    """Register a tiny final model of `seed` scored `uf1` through the real gate, trained with `settings`."""
     from mer_core.tracking import Standing, register_model
 
     model = write_final_model(tmp_path / f"final{seed}.pt", seed)
@@ -155,4 +157,4 @@ def register_tiny(session, tmp_path: Path, uf1: float, seed: int = 0, protocol: 
               "min_face_px": 48, "stabilize": True, "face_detector": "hog", "landmark_model": "dlib68",
               "alignment": "landmarks"}
     return register_model(session, "mer-test", model, Standing(uf1, protocol, data_version),
-                          {"uf1": uf1}, f"# card for seed {seed}\n", 0.01, FRAMES, config, [])
+                          {"uf1": uf1}, f"# card for seed {seed}\n", 0.01, FRAMES, config, [], settings)

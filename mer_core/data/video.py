@@ -151,7 +151,9 @@ class VideoReader:
             raise FrameReadError(f"{self.path}: missing")
         if self.path.stat().st_size == 0:
             raise FrameReadError(f"{self.path}: empty file")
-        self._capture = cv2.VideoCapture(str(self.path))
+        # FFmpeg alone: when it cannot open a file, OpenCV's fallback parsers print their own
+        # complaints to stderr; the error raised below is the one line a user needs.
+        self._capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not self._capture.isOpened():
             raise FrameReadError(f"{self.path}: not a readable video")
         self.fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)

@@ -75,6 +75,8 @@ def champion_markdown(result: dict) -> str:
     """The evaluation as the Prefect artifact a person reads: model, data version, one line per scope."""
     lines = ["# Champion evaluation", "", f"- Model: `{result['model']}`",
              f"- Data version: `{result['data_version']}`"]
+    if (loso := result.get("loso_uf1_at_registration")) is not None:
+        lines.append(f"- Held out, as registered (leave-one-subject-out over its training subjects): UF1 {loso:.3f}")
     for scope, text in SCOPES.items():
         if scope in result:
             s = result[scope]

@@ -1,4 +1,4 @@
-"""From LOSO predictions to the reports people read: metrics, ablation, confusion plot.
+"""From LOSO predictions to the reports people read: metrics, ablation, model card, run summary.
 
 Every figure is computed on the concatenated held-out predictions of all folds (as
 MEGC does), once per seed; the reports give the mean and the standard deviation over
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 from typing import get_args
 
 from mer_core.config import BaselineVariant, learned_variant
 from mer_core.data.labels import composite_label
 from mer_core.evaluation.ceiling import ORACLE_VARIANT
-from mer_core.evaluation.metrics import confusion_matrix, per_class_scores, summarize
+from mer_core.evaluation.metrics import per_class_scores, summarize
 
 PROTOCOL = "leave-one-subject-out; last epoch of every fold; no choice made on the held-out subject"
 
@@ -136,24 +135,6 @@ def evaluation_reports(rows: list[dict], variant: str, ablation: list[str], adap
     return metrics, ablation_report(rows, ablation, variant, tuning)
 
 
-def write_confusion(rows: list[dict], variant: str, plots_dir: Path, title: str) -> list[Path]:
-    """`confusion.csv` (DVC's confusion template) and `confusion.png` (for people and
-    MLflow) of the variant's first seed, under `plots_dir`; returns both paths."""
-    import csv
-    import io
-
-    from mer_core.data.store import write_text_atomically
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["actual", "predicted"])
-    writer.writeheader()
-    writer.writerows(confusion_rows(rows, variant))
-    table, picture = Path(plots_dir) / "confusion.csv", Path(plots_dir) / "confusion.png"
-    write_text_atomically(table, buffer.getvalue())
-    write_confusion_png(picture, confusion_summary(rows, variant), title)
-    return [table, picture]
-
-
 def describe_evaluation(metrics: dict, ablation: dict) -> str:
     """The shipped variant's figures, then one line per ablation row and the ceiling."""
     lines = [f"{metrics['variant']}: UF1 {metrics['uf1']:.3f} ± {metrics['uf1_std']:.3f}, "
@@ -167,19 +148,6 @@ def describe_evaluation(metrics: dict, ablation: dict) -> str:
         lines.append(f"  {shipped['variant']} vs the strongest rival {shipped['strongest_rival']}: "
                      f"{shipped['uf1_margin']:+.3f} UF1")
     return "\n".join(lines)
-
-
-def confusion_rows(rows: list[dict], variant: str) -> list[dict]:
-    """(actual, predicted) pairs of the variant's first seed, for DVC's confusion template."""
-    seeds = _by_seed(rows, variant)
-    return [{"actual": r["label"], "predicted": r["predicted"]} for r in seeds[min(seeds)]]
-
-
-def confusion_summary(rows: list[dict], variant: str) -> dict:
-    pairs = confusion_rows(rows, variant)
-    classes = sorted({p["actual"] for p in pairs} | {p["predicted"] for p in pairs})
-    return {"classes": classes,
-            "matrix": confusion_matrix([p["actual"] for p in pairs], [p["predicted"] for p in pairs], classes)}
 
 
 def _figure(entry: dict, key: str) -> str:
@@ -287,19 +255,27 @@ def _landmark_licence(landmark_model: str) -> list[str]:
     return [f"- Faces were aligned with dlib's shape predictor `{landmark_model}` (no commercial-use limit known)."]
 
 
-def run_summary_markdown(*, metrics: dict | None, validation: dict | None, registry: dict | None,
-                         stages: list[str], tracking_uri: str) -> str:
-    """The Prefect artifact a person reads after a pipeline run."""
-    lines = ["# mer pipeline run", "", f"Stages: {', '.join(stages)}", ""]
+def run_summary_markdown(*, ran: list[str], skipped: list[str], metrics: dict | None, validation: dict | None,
+                         registry: dict | None, report: str | None, tracking_uri: str) -> str:
+    """The Prefect artifact a person reads after a pipeline run: which stages ran and which
+    DVC skipped (unchanged), the current figures, and the registry's decision when `register` ran."""
+    lines = ["# mer pipeline run", "",
+             f"- Ran: {', '.join(ran) or 'nothing (every stage was up to date)'}",
+             f"- Skipped, unchanged: {', '.join(skipped) or 'none'}"]
     if validation is not None:
         lines.append(f"- Validation: {_validation_outcome(validation)}")
     if metrics is not None:
-        lines.append(f"- LOSO ({metrics.get('variant')}): UF1 {_figure(metrics, 'uf1')}, UAR {_figure(metrics, 'uar')}, "
-                     f"accuracy {_figure(metrics, 'accuracy')}")
-    if registry is not None:
+        state = "" if "evaluate" in ran else " (unchanged by this run)"
+        lines.append(f"- LOSO ({metrics.get('variant')}){state}: UF1 {_figure(metrics, 'uf1')}, "
+                     f"UAR {_figure(metrics, 'uar')}, accuracy {_figure(metrics, 'accuracy')}")
+    if registry is not None and "register" in ran:
         lines.append(f"- Registry: {registry['model_name']} version {registry['version']} → "
                      f"`{registry['alias']}` ({registry['reason']})")
         lines.append(f"- MLflow run: `{registry['run_id']}` in `{tracking_uri}`")
+    elif "register" in skipped:
+        lines.append("- Registry: nothing registered (the model did not change)")
+    if report is not None:
+        lines.append(f"- Report: {report}")
     return "\n".join(lines) + "\n"
 
 
@@ -309,28 +285,3 @@ def scores_by_run(rows: list[dict]) -> dict[tuple[str, int], dict[str, float]]:
     for row in rows:
         runs.setdefault((row["variant"], row["seed"]), []).append(row)
     return {key: _scores(run) for key, run in sorted(runs.items())}
-
-
-def write_confusion_png(path: Path, summary: dict, title: str) -> None:
-    """The confusion matrix as a picture for people (DVC renders the CSV; MLflow shows this)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers
-    import matplotlib.pyplot as plt
-
-    from mer_core.data.store import write_atomically
-
-    classes, matrix = summary["classes"], summary["matrix"]
-    figure, axes = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
-    axes.imshow(matrix, cmap="Blues")
-    axes.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    axes.set_yticks(range(len(classes)), classes)
-    axes.set_xlabel("predicted"), axes.set_ylabel("actual"), axes.set_title(title)
-    for i, row in enumerate(matrix):
-        for j, count in enumerate(row):
-            axes.text(j, i, str(count), ha="center", va="center")
-    figure.tight_layout()
-    try:
-        write_atomically(Path(path), lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-    finally:
-        plt.close(figure)

@@ -66,3 +66,32 @@ def test_a_second_run_waits_for_the_lock_then_says_who_holds_it(tmp_path):
         thread.join()
     with workspace_lock(tmp_path, "flow run third", timeout_s=1):  # free again once the first is done
         pass
+
+
+def test_prefect_yaml_cites_readme_sections_that_exist():
+    import re
+
+    cited = re.findall(r'README "([^"]+)"', (REPO / "prefect.yaml").read_text())
+    headings = {line.lstrip("#").strip() for line in (REPO / "README.md").read_text().splitlines()
+                if line.startswith("#")}
+    assert cited and set(cited) <= headings
+
+
+def test_tasks_are_named_after_their_stage_and_the_summary_says_what_ran():
+    from flows.pipeline import STAGES, reproduce_stage, stage_ran
+    from mer_core.evaluation.report import run_summary_markdown
+
+    assert reproduce_stage.task_run_name == "{stage}"
+    assert stage_ran("evaluate", "Running stage 'evaluate':\n> mer evaluate\n")
+    assert not stage_ran("register", "Stage 'register' didn't change, skipping\n")
+    metrics = {"variant": "scratch_e2e", "uf1": 0.5, "uar": 0.5, "accuracy": 0.5}
+    registry = {"model_name": "mer-micro", "version": "3", "alias": "challenger", "reason": "why", "run_id": "r1"}
+    idle = run_summary_markdown(ran=[], skipped=list(STAGES), metrics=metrics, validation=None, registry=registry,
+                                report=None, tracking_uri="sqlite:///mlflow.db")
+    assert "Ran: nothing (every stage was up to date)" in idle and "(unchanged by this run)" in idle
+    assert "version 3" not in idle and "nothing registered" in idle
+    busy = run_summary_markdown(ran=["finetune", "evaluate", "register", "report"], skipped=["synthesize"],
+                                metrics=metrics, validation=None, registry=registry, report="`reports/report.html`",
+                                tracking_uri="sqlite:///mlflow.db")
+    assert "version 3 → `challenger`" in busy and "Skipped, unchanged: synthesize" in busy
+    assert "Report: `reports/report.html`" in busy

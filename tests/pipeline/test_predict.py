@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -12,7 +14,16 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import CLASSES, FRAMES, exits_cleanly, register_tiny, run_mer, tiny_params, write_final_model
+from tests.conftest import (
+    CLASSES,
+    FRAMES,
+    exits_cleanly,
+    register_tiny,
+    run_mer,
+    tiny_params,
+    tiny_params_model,
+    write_final_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +53,11 @@ def test_mer_predict_slides_windows_over_a_rendered_video(face_video, predict_se
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["classes"] == CLASSES and report["windows"]
+    summary = report["summary"]
+    predicted = [w["predicted"] for w in report["windows"]]
+    assert predicted.count(summary["dominant_class"]) == max(map(predicted.count, CLASSES))
+    assert summary["share_of_windows_with_a_face"] == len(report["windows"]) / summary["windows"] > 0
+    assert "synthetic faces" in summary["model_note"]  # the tiny params train on the generator's data
     assert report["video"] == face_video.name  # a name, never the source path
     for window in report["windows"]:
         assert window["start_frame"] < window["end_frame"]
@@ -181,3 +197,119 @@ def test_mer_predict_writes_nothing_into_the_model_store(face_video, predict_set
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
     exits_cleanly(_predict(str(face_video), "--model", "models:/mer-test@champion", "--params", str(params)), 0)
     assert snapshot() == before
+
+
+def test_mer_version():
+    result = run_mer("--version")
+    exits_cleanly(result, 0)
+    assert result.stdout.startswith("mer 0.")
+
+
+def _mer_process(*args: str, **kwargs) -> subprocess.Popen | subprocess.CompletedProcess:
+    """The installed `mer` as a user runs it: another process, its own stderr."""
+    command = [str(Path(sys.executable).parent / "mer"), *args]
+    if kwargs.pop("background", False):
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def test_a_cut_off_mp4_fails_in_one_line_without_codec_noise(face_video, predict_setup, tmp_path):
+    """FFmpeg prints "moov atom not found" on its own stderr; the user sees mer's line only,
+    and before the model is loaded."""
+    params, model = predict_setup
+    whole = _write_video(tmp_path / "whole.mp4", [np.full((96, 96, 3), i * 9, np.uint8) for i in range(20)])
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    result = _mer_process("predict", str(cut), "--model", str(model), "--params", str(params))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"mer predict: {cut}: not a readable video"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http(url: str, data: bytes | None = None) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_mer_serve_answers_a_video_upload_as_mer_predict_does(face_video, predict_setup):
+    """`mer serve` on 127.0.0.1: /health, then the README's `curl --data-binary @video`
+    (here urllib), answered with `mer predict`'s JSON; bytes that are no video get a 422."""
+    import time
+
+    params, model = predict_setup
+    port = _free_port()
+    server = _mer_process("serve", "--model", str(model), "--params", str(params), "--port", str(port),
+                          background=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                status, health = _http(f"{base}/health")
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mer serve did not come up"
+                time.sleep(0.5)
+        assert status == 200 and health["status"] == "ok" and health["classes"] == CLASSES
+        status, served = _http(f"{base}/predict?name={face_video.name}", face_video.read_bytes())
+        assert status == 200, served
+        printed = json.loads(_predict(str(face_video), "--model", str(model), "--params", str(params)).stdout)
+        assert served == printed
+        status, error = _http(f"{base}/predict", b"not a video at all")
+        assert status == 422 and "not a readable video" in error["error"]
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
+def test_the_registered_model_takes_a_video_as_well_as_clips(face_video, predict_setup, store, tmp_path):
+    """The pyfunc: a path or bytes in process, a base64 `video` column as a REST request
+    carries it; the same windows as `mer predict`; OpenCV among its pip requirements."""
+    import base64
+
+    import pandas as pd
+
+    from mer_core.tracking import load_registered_model
+
+    params, model = predict_setup
+    register_tiny(store, tmp_path, 0.5)
+    pyfunc = load_registered_model("models:/mer-test@champion", tiny_params_model(tmp_path).tracking, tmp_path)
+    by_path = pyfunc.predict(str(face_video))
+    assert list(by_path.columns[:5]) == ["start_frame", "end_frame", "start_s", "end_s", "predicted"]
+    assert set(by_path.columns[5:]) == set(CLASSES)
+    pd.testing.assert_frame_equal(pyfunc.predict(face_video.read_bytes()), by_path)
+    encoded = pd.DataFrame({"video": [base64.b64encode(face_video.read_bytes()).decode()]})
+    pd.testing.assert_frame_equal(pyfunc.predict(encoded), by_path)
+    # What `mlflow models serve` runs, in process: the README's REST request.
+    from mlflow.pyfunc import scoring_server
+    from starlette.testclient import TestClient
+
+    answer = TestClient(scoring_server.init(pyfunc)).post(
+        "/invocations", json={"dataframe_split": {"columns": ["video"], "data": [[encoded["video"][0]]]}})
+    assert answer.status_code == 200, answer.text
+    assert [row["predicted"] for row in answer.json()["predictions"]] == by_path["predicted"].tolist()
+    printed = json.loads(_predict(str(face_video), "--model", str(model), "--params", str(params)).stdout)
+    assert by_path["start_frame"].tolist() == [w["start_frame"] for w in printed["windows"]]
+    clips = pyfunc.predict(np.full((2, FRAMES, 64, 64, 3), 128, np.uint8))
+    assert list(clips.columns) == CLASSES and len(clips) == 2
+    import mlflow
+
+    from mer_core.tracking import fluent_store
+
+    with fluent_store(store.uri):
+        requirements = Path(mlflow.pyfunc.get_model_dependencies("models:/mer-test@champion")).read_text()
+    assert "opencv-python-headless==" in requirements and "torch==" in requirements

@@ -112,7 +112,9 @@ def command_modules(command: str) -> set[str]:
         used |= {(n.id, "") for n in ast.walk(body) if isinstance(n, ast.Name)}
         used |= {(n.value.id, n.attr) for n in ast.walk(body)
                  if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
-        todo += [n.id for n in ast.walk(body) if isinstance(n, ast.Name) and n.id in functions]
+        # cli.py helpers it calls (a local variable may share a command's name: `report`)
+        todo += [n.func.id for n in ast.walk(body)
+                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in functions]
     modules = {_module_of(t) for t in targets.values()}
     for local, attribute in used:
         target = targets.get(local)

@@ -44,7 +44,39 @@ def test_gate_promotes_a_better_model_and_parks_a_worse_one(store, tmp_path):
     version = client.get_model_version("mer-test", better.version)
     assert version.tags["promotion.decision"] == CHAMPION and "beats" in version.tags["promotion.reason"]
     assert {"git.commit", "git.dirty", "data.version", "params.hash", "dvc.stage"} <= set(version.tags)
-    assert version.description.startswith("# card for seed 2")
+    assert version.description.startswith("**Alias: `champion`.** UF1 0.6000 beats")
+    assert "# card for seed 2" in version.description
+
+
+def test_cards_and_the_registered_model_say_the_story_in_plain_words(store, tmp_path):
+    """The registered model explains the gate and the aliases; a challenger's card starts
+    with its alias and reason and says what changed against the champion."""
+    register_tiny(store, tmp_path, 0.50, seed=0)
+    challenger = register_tiny(store, tmp_path, 0.45, seed=1, settings={"finetune.epochs": "40"})
+    model = store.client.get_registered_model("mer-test")
+    assert "**champion**" in model.description and "**challenger**" in model.description
+    assert "promotion margin" in model.description
+    card = store.client.get_model_version("mer-test", challenger.version).description
+    first, *_ = card.splitlines()
+    assert first.startswith("**Alias: `challenger`.** UF1 0.4500 vs the champion's 0.5000")
+    assert "What changed against the champion (version 1):" in card and "LOSO UF1: 0.5000 → 0.4500" in card
+    third = register_tiny(store, tmp_path, 0.44, seed=2, settings={"finetune.epochs": "30"})
+    # Compared with the champion (version 1), which recorded no settings; not with version 2.
+    assert "were not recorded" in store.client.get_model_version("mer-test", third.version).description
+
+
+def test_a_stage_run_lasts_as_long_as_the_stage_worked(store):
+    import time
+
+    from mer_core.tracking import TrackingSession
+
+    started = TrackingSession(store.client, store.experiment_id, store.tags, store.uri,
+                              int(time.time() * 1000) - 383_000)  # the stage began 383 s ago
+    run = store.client.get_run(started.log_run("finetune"))
+    assert 382_000 < run.info.end_time - run.info.start_time < 390_000
+    nested = store.client.get_run(started.log_run("finetune/scratch_e2e/seed0", parent=run.info.run_id,
+                                                  seconds=120.5))
+    assert nested.info.end_time - nested.info.start_time == 120_500
 
 
 def test_pretraining_throughput_and_gpu_memory_reach_mlflow(store, tmp_path):
@@ -134,7 +166,8 @@ def test_creating_the_registered_model_fails_loudly_unless_it_exists(monkeypatch
     nobody = "http://127.0.0.1:9"
     session = TrackingSession(MlflowClient(nobody, nobody), "0", {}, nobody)
     with pytest.raises(MlflowException) as failure:
-        _create_version(session, "mer-test", "models:/m-1", "run", "# card", Standing(0.5, "p", "d"), "digest")
+        _create_version(session, "mer-test", "models:/m-1", "run", "# card", Standing(0.5, "p", "d"), "digest",
+                            "# mer-test")
     assert "create_registered_model" in {entry.name for entry in failure.traceback}  # not swallowed
 
 
