@@ -25,6 +25,7 @@ from tqdm import tqdm
 from mer_core.config import DatasetSource, IngestParams, ParamsError, validation_problems
 from mer_core.data.adapters import read_dataset
 from mer_core.data.adapters.sheets import RawClip
+from mer_core.data.corrections import CORRECTIONS_TABLE, Correction, load_corrections
 from mer_core.data.faces import CropSettings, FaceBox, NoFaceError, align_window
 from mer_core.data.labels import composite_label
 from mer_core.data.store import (
@@ -186,6 +187,7 @@ def _row(job: ClipJob, where: str, numbers: list[int], box: FaceBox, crops: np.n
         "offset": clip.offset,
         "fps": fps,
         "action_units": clip.action_units,
+        "corrections": clip.corrections,
         "frame_indices": numbers,
         "face_box": [box.x, box.y, box.w, box.h],
         "face_score": box.score,
@@ -197,6 +199,7 @@ def _row(job: ClipJob, where: str, numbers: list[int], box: FaceBox, crops: np.n
 @dataclass
 class DatasetSummary:
     clips_listed: int = 0
+    corrected: int = 0  # clips whose sheet row the corrections table changed
     rows: int = 0
     rejected: int = 0
     frames_decoded: int = 0
@@ -215,13 +218,14 @@ class DatasetSummary:
                 f"{self.frames_per_second:.0f} frames/s")
 
 
-def _ingest_dataset(source: DatasetSource, params: IngestParams, clips_dir: Path, pool
-                    ) -> tuple[DatasetSummary, list[Rejection]]:
+def _ingest_dataset(source: DatasetSource, params: IngestParams, clips_dir: Path, pool,
+                    corrections: list[Correction]) -> tuple[DatasetSummary, list[Rejection]]:
     start = time.perf_counter()
     listing = read_dataset(source.adapter, source.name, source.root, annotation=source.annotation,
-                           fps=source.fps, frames_per_clip=params.frames_per_clip, labels=source.labels)
+                           fps=source.fps, frames_per_clip=params.frames_per_clip, labels=source.labels,
+                           corrections=corrections)
     rejections = list(listing.rejections)
-    summary = DatasetSummary(clips_listed=len(listing.clips))
+    summary = DatasetSummary(clips_listed=len(listing.clips), corrected=sum(bool(c.corrections) for c in listing.clips))
     writer = ShardWriter(clips_dir / source.name, clip_schema(params.frames_per_clip, params.crop_size),
                          params.rows_per_shard, params.row_group_size)
     settings = CropSettings.from_params(params)
@@ -250,7 +254,8 @@ def _without_root(rejection: Rejection, root: Path) -> Rejection:
 
 
 def ingest(params: IngestParams, out_dir: Path, sources: list[DatasetSource] | None = None,
-           keep_other_datasets: bool = False) -> dict[str, DatasetSummary]:
+           keep_other_datasets: bool = False, corrections: Path | None = CORRECTIONS_TABLE
+           ) -> dict[str, DatasetSummary]:
     """Ingest every data set into `out_dir/clips/<name>/` and `out_dir/rejected.parquet`.
 
     The whole of `out_dir` is built beside the old one and swapped in at the end, so an
@@ -260,12 +265,13 @@ def ingest(params: IngestParams, out_dir: Path, sources: list[DatasetSource] | N
     Args:
         keep_other_datasets: carry over the clips and rejections of data sets already in
             `out_dir` that `sources` does not name (an ad-hoc ingest adds, never deletes).
+        corrections: the sheet corrections table (mer_core/data/corrections.py); None: none.
     """
     sources = params.datasets if sources is None else sources
     if not sources:
         raise ParamsError("no data sets to ingest: ingest.datasets is empty")
     out_dir = Path(out_dir)
-    summaries, rejections = {}, []
+    summaries, rejections, table = {}, [], load_corrections(corrections)
     with staged_directory(out_dir) as staged:
         if keep_other_datasets:
             rejections += _carry_over(out_dir, staged, {s.name for s in sources})
@@ -274,7 +280,7 @@ def ingest(params: IngestParams, out_dir: Path, sources: list[DatasetSource] | N
                                    initializer=_init_worker) if params.workers > 1 else None
         try:
             for source in sources:
-                summaries[source.name], rejected = _ingest_dataset(source, params, staged / CLIPS_DIR, pool)
+                summaries[source.name], rejected = _ingest_dataset(source, params, staged / CLIPS_DIR, pool, table)
                 rejections.extend(rejected)
         finally:
             if pool:

@@ -511,16 +511,63 @@ def test_samm_and_ckplus_fixtures_ingest_into_clip_rows(tmp_path, face_image):
     samm_tree(tmp_path / "samm", [[6, "006_1_2", 1, 5562, 5566, 5570, 9, "Micro - 1/2", "R12", "Happiness", 2, None],
                                   [6, "006_1_3", 1, 10, 12, 90, 9, "Micro - 1/2", "R12", "Happiness", 2, None]],
               {"006/006_1_2": range(5560, 5572)}, frame_image=face_image)
+    (tmp_path / "corrections.csv").write_text("dataset,subject,filename,field,old,new,source\n"
+                                              "samm,006,006_1_2,action_units,R12,R12+R14,test\n")
     ckplus_tree(tmp_path / "ckplus", {"S005/001": 9}, {"S005/001": "7.0"}, frame_image=face_image)
     sources = [DatasetSource(name="samm", adapter="samm", root=tmp_path / "samm", kind="micro"),
                DatasetSource(name="ck", adapter="ckplus", root=tmp_path / "ckplus", kind="macro")]
     params = IngestParams(datasets=sources, crop_size=32, frames_per_clip=4,
                           workers=1, rows_per_shard=8, row_group_size=4)
-    summaries = ingest(params, tmp_path / "interim")
+    summaries = ingest(params, tmp_path / "interim", corrections=tmp_path / "corrections.csv")
     rows = {r["dataset"]: r for r in read_clips(tmp_path / "interim" / CLIPS_DIR).drop_columns(["frames"]).to_pylist()}
     assert summaries["samm"].rows == summaries["ck"].rows == 1 and summaries["samm"].rejected == 1
     samm, ck = rows["samm"], rows["ck"]
     assert (samm["kind"], samm["label"], samm["label3"], samm["fps"]) == ("micro", "happiness", "positive", 200.0)
+    assert (samm["action_units"], samm["corrections"], ck["corrections"]) == ("R12+R14", "action_units R12→R12+R14 (test)",
+                                                                              None)
+    assert summaries["samm"].corrected == 1
     assert samm["frame_indices"] == micro_frame_numbers(5562, 5566, 5570, 4)
     assert (ck["kind"], ck["label"], ck["label3"], ck["subject"]) == ("macro", "surprise", None, "S005")
     assert ck["frame_indices"] == [3, 5, 7, 9]
+
+
+# --------------------------------------------------------------------------- sheet corrections
+def _corrections(tmp_path, *rows: str):
+    from mer_core.data.corrections import load_corrections
+
+    path = tmp_path / "corrections.csv"
+    path.write_text("# a comment line\ndataset,subject,filename,field,old,new,source\n" + "\n".join(rows) + "\n")
+    return load_corrections(path)
+
+
+def test_sheet_corrections_apply_by_clip_whatever_the_row(tmp_path, caplog):
+    root = tmp_path / "casme2"
+    casme2_tree(root, [[1, "EP01_01", None, 10, 25, 16, None, "12", "happiness"],  # apex outside: corrected
+                       ["01", "EP01_02f", None, 10, 12, 16, None, "4", "disgust"],  # old value differs: left alone
+                       [2, "EP01_01", None, 10, 12, 16, None, "12", "happiness"]],
+                {f"sub0{s}/EP01_0{c}": range(10, 17) for s, c in ((1, 1), (2, 1))} | {"sub01/EP01_02f": range(10, 17)})
+    table = _corrections(tmp_path, "casme2,1,ep01_01,apex,25,13,test: row 2 apex",
+                         "casme2,001,EP01_02f,emotion,happiness,others,test: stale",
+                         "casme2,9,EP09_09,offset,,20,test: no such clip",
+                         "samm,1,EP01_01,apex,,11,test: another data set")
+    with caplog.at_level("INFO", logger="mer_core.data.corrections"):
+        result = read_dataset("casme2", "c2", root, annotation=None, fps=None, frames_per_clip=4, corrections=table)
+    assert not result.rejections
+    assert [(c.item, c.apex, c.label, c.corrections) for c in result.clips] == [
+        ("sub01/EP01_01", 13, "happiness", "apex 25→13 (test: row 2 apex)"),
+        ("sub01/EP01_02f", 12, "disgust", None), ("sub02/EP01_01", 12, "happiness", None)]
+    log = caplog.text
+    assert "row 2 (1/EP01_01): corrected ApexFrame '25' → '13' (test: row 2 apex)" in log
+    assert "correction line 4 left alone: Estimated Emotion is 'disgust', not 'happiness'" in log
+    assert "correction line 5 (casme2 9/EP09_09) matches no row" in log and "EP01_01) matches" not in log
+
+
+def test_the_corrections_table_is_checked_when_read(tmp_path):
+    from mer_core.data.corrections import CorrectionsError, load_corrections
+
+    assert all(c.dataset and c.source for c in load_corrections())  # the shipped table parses
+    with pytest.raises(CorrectionsError, match="line 3: field 'frame' is not one of"):
+        _corrections(tmp_path, "casme2,1,EP01_01,frame,,13,x")
+    with pytest.raises(CorrectionsError, match=r"missing column\(s\) \['source'\]"):
+        (tmp_path / "bad.csv").write_text("dataset,subject,filename,field,old,new\n")
+        load_corrections(tmp_path / "bad.csv")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from mer_core import MerError
+from mer_core.data.corrections import SheetCorrections
 from mer_core.data.store import Rejection
 from mer_core.data.video import micro_frame_numbers
 
@@ -43,6 +44,7 @@ class RawClip:
     action_units: str | None = None
     video: Path | None = None
     frames: tuple[tuple[int, Path], ...] = ()
+    corrections: str | None = None  # what the corrections table changed in its sheet row
 
 
 @dataclass(frozen=True)
@@ -409,6 +411,7 @@ def micro_clip(root: Path, item: str, subject: str, label: str, interval: tuple[
 class CodingSheet:
     """How a micro-expression data set's coding sheet names things: one row per clip."""
 
+    dataset: str  # the published data set, as the corrections table names it
     what: str  # the sheet in messages, e.g. "SAMM FACS-codes sheet"
     pattern: str  # glob in the data set root that finds the sheet when `annotation` is unset
     subject: str
@@ -421,6 +424,13 @@ class CodingSheet:
     @property
     def required(self) -> tuple[str, ...]:
         return (self.subject, self.filename, *self.frames, self.emotion)
+
+    @property
+    def corrected_columns(self) -> dict[str, str | None]:
+        """The corrections table's fields → this sheet's columns."""
+        onset, apex, offset = self.frames
+        return {"onset": onset, "apex": apex, "offset": offset, "emotion": self.emotion,
+                "action_units": self.action_units}
 
 
 # (row, interval) -> (clip item, subject, folder of numbered images); ValueError if unusable.
@@ -439,10 +449,11 @@ def in_subject_folders(root: Path, subject_folder: Callable[[object], str]) -> L
 
 def read_coding_sheet(name: str, root: Path, sheet: CodingSheet, locate: Locate, *, annotation: str | None,
                       fps: float, frames_per_clip: int, labels: frozenset[str] | None,
-                      native: frozenset[str]) -> AdapterResult:
+                      native: frozenset[str], corrections: SheetCorrections | None = None) -> AdapterResult:
     """Every usable row of a coding sheet as a micro clip; the others become rejections
     naming the sheet row: unknown emotion, bad or inverted frame numbers, missing folder
-    or frames, duplicate clip. Allowed labels: `labels` if given, else `native`.
+    or frames, duplicate clip. Allowed labels: `labels` if given, else `native`. Each row
+    is first corrected from `corrections` (keyed by its Subject and Filename cells).
 
     Raises:
         AnnotationError: no readable sheet, or the sheet lacks a required column.
@@ -450,14 +461,19 @@ def read_coding_sheet(name: str, root: Path, sheet: CodingSheet, locate: Locate,
     path = find_sheet(root, annotation, sheet.pattern, sheet.what)
     table = read_sheet(path, sheet.required, sheet.what)
     allowed = labels or native
+    corrections = corrections or SheetCorrections()
 
     def parse(row: pd.Series) -> RawClip:
-        label = sheet_label(row[sheet.emotion], sheet.emotion, allowed, native)
         named = f"{cell_text(row[sheet.subject])}/{cell_text(row[sheet.filename])}"
+        row, corrected = corrections.apply(row, row[sheet.subject], row[sheet.filename], sheet.corrected_columns,
+                                           f"{path.name} {row.name} ({named})")
+        label = sheet_label(row[sheet.emotion], sheet.emotion, allowed, native)
         interval = expression_interval(row, sheet.frames, named, sheet.unknown_apex)
         item, subject, folder = locate(row, interval)
         action_units = cell_text(row.get(sheet.action_units)) if sheet.action_units else None
-        return micro_clip(root, item, subject, label, interval, folder, fps, frames_per_clip, action_units)
+        clip = micro_clip(root, item, subject, label, interval, folder, fps, frames_per_clip, action_units)
+        return replace(clip, corrections=corrected)
 
     clips, rejections = clips_from_sheet(name, path, table, sheet.required, parse)
+    corrections.warn_unused(path.name)
     return AdapterResult(clips, rejections, allowed)
