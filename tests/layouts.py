@@ -35,6 +35,9 @@ CASME3_SHEET = "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"
 MMEW_HEADER = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units",
                "Estimated Emotion", "remarks"]
 MMEW_SHEET = "MMEW_Micro_Exp.xlsx"
+FOURDME_HEADER = ["sub_ID", "fold_name", "Emotion", "Onset", "Apex", "Offset", "AUs", "Positive", "Negative",
+                  "Surprise", "Repression", "Others", "AU1", "AU2", "AU4", "AU12"]
+FOURDME_SHEET = "4DME_Labelling_Micro_release v1.xlsx"
 
 
 def grey_image(n: int) -> np.ndarray:
@@ -99,6 +102,15 @@ def mmew_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
     return write_sheet(root / MMEW_SHEET, MMEW_HEADER, rows)
 
 
+def fourdme_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]], folder: str = "gray_micro",
+                 frame_image: FrameImage = grey_image) -> Path:
+    """`gray_micro/S01/fold1/N.jpg` (or another `folder`); `frames` maps `S01/fold1` to frame
+    numbers (the release's image names are not documented: `N.jpg` here)."""
+    for clip, numbers in frames.items():
+        write_images(root / folder / clip, {n: f"{n}.jpg" for n in numbers}, frame_image)
+    return write_sheet(root / FOURDME_SHEET, FOURDME_HEADER, rows)
+
+
 def smic_tree(root: Path, clips: dict[str, Iterable[int]], frame_image: FrameImage = grey_image) -> Path:
     """One subset folder (name `root` HS, VIS or NIR): `clips` maps a clip path such as
     `s1/micro/negative/s1_ne_01` to frame numbers, written as `reg_image022917.bmp`. An
@@ -153,6 +165,12 @@ def _mmew_one(root: Path) -> Path:
     return root
 
 
+def _fourdme_one(root: Path) -> Path:
+    fourdme_tree(root, [["S01", "fold1", "happy", 10, 13, 18, "AU12", 1, 0, 0, 0, 0, 0, 0, 0, 1]],
+                 {"S01/fold1": range(8, 20)})
+    return root
+
+
 def _smic_one(root: Path) -> Path:
     return smic_tree(root / "HS", {"s1/micro/negative/s1_ne_01": range(22917, 22929)})
 
@@ -169,4 +187,5 @@ ONE_CLIP_TREES: dict[str, tuple[Callable[[Path], Path], dict]] = {
     "mmew": (_mmew_one, {}),
     "smic": (_smic_one, {}),
     "ckplus": (_ckplus_one, {}),
+    "4dme": (_fourdme_one, {}),
 }

@@ -15,6 +15,8 @@ SMIC_LABELS = frozenset({"negative", "positive", "surprise"})  # the folder name
 # CAS(ME)^3 part A, column `emotion` of the ME sheet.
 CASME3_LABELS = frozenset({"anger", "disgust", "fear", "happy", "sad", "surprise", "others"})
 MMEW_LABELS = frozenset({"anger", "disgust", "fear", "happiness", "sadness", "surprise", "others"})
+# 4DME: the one-hot class columns of its labelling sheet.
+FOURDME_LABELS = frozenset({"positive", "negative", "surprise", "repression", "others"})
 # CK+ emotion codes 0-7, in code order.
 CKPLUS_CODES = ("neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise")
 
@@ -25,6 +27,7 @@ NATIVE_LABELS: dict[str, frozenset[str]] = {
     "smic": SMIC_LABELS,
     "casme3": CASME3_LABELS,
     "mmew": MMEW_LABELS,
+    "4dme": FOURDME_LABELS,
     "ckplus": frozenset(CKPLUS_CODES),
 }
 

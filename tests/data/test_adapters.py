@@ -19,6 +19,7 @@ from tests.layouts import (
     casme2_tree,
     casme3_tree,
     ckplus_tree,
+    fourdme_tree,
     mmew_tree,
     samm_tree,
     smic_tree,
@@ -417,6 +418,32 @@ def test_mmew_finds_clips_through_their_emotion_folder(tmp_path):
     }
     assert "unknown emotion 'contempt'" in reasons["MMEW_Micro_Exp.xlsx row 5"]
     assert "missing from Micro_Expression/happiness/S01-01-002" in reasons["MMEW_Micro_Exp.xlsx row 8"]
+
+
+# --------------------------------------------------------------------------- 4DME
+def test_fourdme_labels_from_the_class_columns_and_keeps_k_tagged_aus(tmp_path):
+    onehot = {"positive": [1, 0, 0, 0, 0], "negative": [0, 1, 0, 0, 0], "none": [0] * 5, "two": [1, 1, 0, 0, 0]}
+    fourdme_tree(tmp_path, rows=[
+        ["S01", "fold1", "happy", 10, 13, 18, "AU12+AU6(k)", *onehot["positive"], 0, 0, 0, 1],
+        ["S01", "fold2", "disgust", 20, 24, 30, "AU4+L10", *onehot["negative"], 0, 0, 1, 0],
+        ["S01", "fold3", "?", 20, 24, 30, "AU4", *onehot["none"], 0, 0, 1, 0],  # no class marked
+        ["S01", "fold4", "?", 20, 24, 30, "AU4", *onehot["two"], 0, 0, 1, 0],  # two classes marked
+        ["S02", "fold1", "happy", 10, 13, 18, "AU12", *onehot["positive"], 0, 0, 0, 1],  # no such folder
+    ], frames={"S01/fold1": range(8, 20), "S01/fold2": range(18, 32)}, folder="gray_micro_crop")
+    result = _read("4dme", tmp_path)
+    assert [(c.item, c.subject, c.label, c.apex, c.fps, c.action_units) for c in result.clips] == [
+        ("gray_micro_crop/S01/fold1", "S01", "positive", 13, 60.0, "AU12+AU6(k)"),
+        ("gray_micro_crop/S01/fold2", "S01", "negative", 24, 60.0, "AU4+L10")]
+    sheet = "4DME_Labelling_Micro_release v1.xlsx"
+    assert _reasons(result) == {
+        f"{sheet} row 4": "expected one of the class columns ['Positive', 'Negative', 'Surprise', 'Repression', "
+                          "'Others'] marked, found none",
+        f"{sheet} row 5": "expected one of the class columns ['Positive', 'Negative', 'Surprise', 'Repression', "
+                          "'Others'] marked, found ['Positive', 'Negative']",
+        f"{sheet} row 6": "clip folder gray_micro_crop/S02/fold1 does not exist"}
+    (tmp_path / "gray_micro_crop").rename(tmp_path / "elsewhere")
+    with pytest.raises(AnnotationError, match="no gray_micro or gray_micro_crop folder"):
+        _read("4dme", tmp_path)
 
 
 # --------------------------------------------------------------------------- CK+

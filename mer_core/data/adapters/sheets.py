@@ -349,12 +349,13 @@ def _distinct_items(clips: list[RawClip]) -> list[RawClip]:
 
 
 # --------------------------------------------------------------------------- frames
-def expression_interval(row: pd.Series, columns: tuple[str, str, str], where: str,
+def expression_interval(row: pd.Series, columns: tuple[str, str | None, str], where: str,
                         unknown_apex: frozenset[str | None] = frozenset()) -> tuple[int, int, int]:
     """(onset, apex, offset) from the sheet columns named in `columns`.
 
     An apex cell whose text is in `unknown_apex` (None: an empty cell) stands for the
-    midpoint of onset and offset, as several MER papers do; the choice is logged.
+    midpoint of onset and offset, as several MER papers do; the choice is logged. A sheet
+    without an apex column (`columns[1]` None) gives every clip the midpoint, silently.
 
     Raises:
         ValueError: a frame number is missing or not a number, onset is after offset,
@@ -365,6 +366,8 @@ def expression_interval(row: pd.Series, columns: tuple[str, str, str], where: st
     offset = parse_frame_number(row[offset_column], offset_column)
     if onset > offset:
         raise ValueError(f"{onset_column} {onset} is after {offset_column} {offset}")
+    if apex_column is None:
+        return onset, (onset + offset) // 2, offset
     apex_text = cell_text(row[apex_column])
     if apex_text in unknown_apex:
         apex = (onset + offset) // 2
@@ -397,7 +400,7 @@ def sampled_frames(root: Path, folder: Path, item: str, numbers: list[int]) -> t
     return tuple((n, images[n]) for n in numbers)
 
 
-def micro_clip(root: Path, item: str, subject: str, label: str, interval: tuple[int, int, int], folder: Path,
+def micro_clip(root: Path, item: str, subject: str, label: str | None, interval: tuple[int, int, int], folder: Path,
                fps: float, frames_per_clip: int, action_units: str | None) -> RawClip:
     """A micro clip whose frames are sampled onset→apex→offset from a folder of numbered images."""
     onset, apex, offset = interval
@@ -416,14 +419,26 @@ class CodingSheet:
     pattern: str  # glob in the data set root that finds the sheet when `annotation` is unset
     subject: str
     filename: str
-    frames: tuple[str, str, str]  # onset, apex, offset columns
-    emotion: str
+    frames: tuple[str, str | None, str]  # onset, apex (None: the sheet has none, use the midpoint), offset columns
+    emotion: str | None  # None: the sheet codes no emotion (clips stay unlabelled) or `one_hot` does
     action_units: str | None
     unknown_apex: frozenset[str | None] = frozenset()  # apex cells meaning "use the midpoint"
+    one_hot: tuple[str, ...] = ()  # class columns, one holding 1 per row: the label is its name in lower case
 
     @property
     def required(self) -> tuple[str, ...]:
-        return (self.subject, self.filename, *self.frames, self.emotion)
+        columns = (self.subject, self.filename, *self.frames, self.emotion, *self.one_hot)
+        return tuple(c for c in columns if c is not None)
+
+    def label(self, row: pd.Series, allowed: frozenset[str], native: frozenset[str]) -> str | None:
+        """The row's class (None when the sheet codes none); ValueError if unknown or unclear."""
+        if self.one_hot:
+            marked = [c for c in self.one_hot if cell_text(row[c]) not in {None, "0", "0.0"}]
+            if len(marked) != 1:
+                raise ValueError(f"expected one of the class columns {list(self.one_hot)} marked, found "
+                                 f"{marked or 'none'}")
+            return sheet_label(marked[0], "the class columns", allowed, native)
+        return None if self.emotion is None else sheet_label(row[self.emotion], self.emotion, allowed, native)
 
     @property
     def corrected_columns(self) -> dict[str, str | None]:
@@ -467,7 +482,7 @@ def read_coding_sheet(name: str, root: Path, sheet: CodingSheet, locate: Locate,
         named = f"{cell_text(row[sheet.subject])}/{cell_text(row[sheet.filename])}"
         row, corrected = corrections.apply(row, row[sheet.subject], row[sheet.filename], sheet.corrected_columns,
                                            f"{path.name} {row.name} ({named})")
-        label = sheet_label(row[sheet.emotion], sheet.emotion, allowed, native)
+        label = sheet.label(row, allowed, native)
         interval = expression_interval(row, sheet.frames, named, sheet.unknown_apex)
         item, subject, folder = locate(row, interval)
         action_units = cell_text(row.get(sheet.action_units)) if sheet.action_units else None
@@ -476,4 +491,4 @@ def read_coding_sheet(name: str, root: Path, sheet: CodingSheet, locate: Locate,
 
     clips, rejections = clips_from_sheet(name, path, table, sheet.required, parse)
     corrections.warn_unused(path.name)
-    return AdapterResult(clips, rejections, allowed)
+    return AdapterResult(clips, rejections, allowed if native else None)
