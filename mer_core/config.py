@@ -73,7 +73,7 @@ class SynthesizeParams(_Section):
     nuisance: Nuisance = Nuisance()
 
 
-AdapterName = Literal["casme2", "samm", "smic", "casme3", "mmew", "ckplus", "videos", "4dme"]
+AdapterName = Literal["casme2", "samm", "smic", "casme3", "mmew", "ckplus", "videos", "4dme", "casme3_c"]
 
 
 class DatasetSource(_Section):

@@ -35,6 +35,8 @@ CASME3_SHEET = "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"
 MMEW_HEADER = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units",
                "Estimated Emotion", "remarks"]
 MMEW_SHEET = "MMEW_Micro_Exp.xlsx"
+CASME3_C_HEADER = ["sub", "count", "au", "onset", "offset"]
+CASME3_C_SHEET = "CAS(ME)3_part_C_ME.xlsx"
 FOURDME_HEADER = ["sub_ID", "fold_name", "Emotion", "Onset", "Apex", "Offset", "AUs", "Positive", "Negative",
                   "Surprise", "Repression", "Others", "AU1", "AU2", "AU4", "AU12"]
 FOURDME_SHEET = "4DME_Labelling_Micro_release v1.xlsx"
@@ -91,6 +93,16 @@ def casme3_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
         write_images(root / "data" / recording / "color", {n: f"{n}.jpg" for n in numbers}, frame_image)
         (root / "data" / recording / "depth").mkdir(parents=True, exist_ok=True)
     return write_sheet(root / "annotation" / CASME3_SHEET, CASME3_HEADER, rows, title="label")
+
+
+def casme3_c_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
+                  frame_image: FrameImage = grey_image) -> Path:
+    """`C01/1/color/N.jpg` (the layout is undocumented; see the adapter); `frames` maps
+    `C01/1` to frame numbers, or `C01/1/.` to write the frames in the clip folder itself."""
+    for clip, numbers in frames.items():
+        folder = root / clip if clip.endswith("/.") else root / clip / "color"
+        write_images(folder, {n: f"{n}.jpg" for n in numbers}, frame_image)
+    return write_sheet(root / CASME3_C_SHEET, CASME3_C_HEADER, rows)
 
 
 def mmew_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
@@ -160,6 +172,11 @@ def _casme3_one(root: Path) -> Path:
     return root / "data"
 
 
+def _casme3_c_one(root: Path) -> Path:
+    casme3_c_tree(root, [["C01", 1, "4+L10", 30, 40]], {"C01/1": range(28, 42)})
+    return root
+
+
 def _mmew_one(root: Path) -> Path:
     mmew_tree(root, [["S01", "S01-01-001", 2, 5, 9, "12", "happiness", None]], {"happiness/S01-01-001": range(1, 12)})
     return root
@@ -188,4 +205,5 @@ ONE_CLIP_TREES: dict[str, tuple[Callable[[Path], Path], dict]] = {
     "smic": (_smic_one, {}),
     "ckplus": (_ckplus_one, {}),
     "4dme": (_fourdme_one, {}),
+    "casme3_c": (_casme3_c_one, {}),
 }

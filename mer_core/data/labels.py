@@ -20,7 +20,8 @@ FOURDME_LABELS = frozenset({"positive", "negative", "surprise", "repression", "o
 # CK+ emotion codes 0-7, in code order.
 CKPLUS_CODES = ("neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise")
 
-# Per adapter; an adapter missing here (a generic video folder) has free-form labels.
+# Per adapter; an adapter missing here has free-form labels (a generic video folder) or
+# none (CAS(ME)^3 part C codes action units only).
 NATIVE_LABELS: dict[str, frozenset[str]] = {
     "casme2": CASME2_LABELS,
     "samm": SAMM_LABELS,

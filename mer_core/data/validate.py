@@ -311,7 +311,10 @@ def clip_expectations(params: ValidateParams, allowed_labels: dict[str, set[str]
         expect.ExpectColumnValuesToBeInSet(column="kind", value_set=list(KINDS), description="kind is macro or micro"),
         expect.ExpectColumnValuesToBeInSet(
             column="label3", value_set=list(COMPOSITE_CLASSES), description="composite label is a known class"),
-        expect.ExpectColumnValuesToNotBeNull(column="label", row_condition=micro, description="micro clips are labelled"),
+        # A micro clip without an emotion serves the action-unit task (CAS(ME)^3 part C codes no emotion).
+        expect.ExpectColumnValuesToNotBeNull(
+            column="label", row_condition=micro & Column("action_units").is_null(),
+            description="micro clips carry an emotion label or action units"),
     ]
     expectations += [
         expect.ExpectColumnValuesToBeInSet(

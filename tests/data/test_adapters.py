@@ -17,6 +17,7 @@ from tests.layouts import (
     ONE_CLIP_TREES,
     SAMM_HEADER,
     casme2_tree,
+    casme3_c_tree,
     casme3_tree,
     ckplus_tree,
     fourdme_tree,
@@ -391,6 +392,21 @@ def test_casme3_matches_case_and_keeps_expressions_of_one_recording_apart(tmp_pa
     assert len(reasons) == 7
 
 
+def test_casme3_part_c_clips_are_unlabelled_with_the_midpoint_apex(tmp_path):
+    casme3_c_tree(tmp_path, rows=[
+        ["C01", 1, "4+L10", 30, 40],
+        ["c01", "2", "12", 50, 61],  # frames in the clip folder itself; subject case differs
+        ["C01", 3, "12", 61, 50],  # onset after offset
+        ["C02", 1, "1+2", 1, 9],  # no such folder
+    ], frames={"C01/1": range(28, 42), "C01/2/.": range(50, 62)})
+    result = _read("casme3_c", tmp_path)
+    assert [(c.item, c.subject, c.label, c.onset, c.apex, c.offset, c.action_units) for c in result.clips] == [
+        ("C01/1", "C01", None, 30, 35, 40, "4+L10"), ("C01/2", "c01", None, 50, 55, 61, "12")]
+    assert result.clips[0].frames[0][1].as_posix().endswith("C01/1/color/30.jpg")
+    assert result.allowed_labels is None
+    assert list(_reasons(result).values()) == ["onset 61 is after offset 50", "clip folder C02/1 does not exist"]
+
+
 # --------------------------------------------------------------------------- MMEW
 def test_mmew_finds_clips_through_their_emotion_folder(tmp_path):
     mmew_tree(tmp_path, rows=[
@@ -517,7 +533,7 @@ def test_every_adapter_has_native_labels_and_a_config_name():
     from mer_core.config import AdapterName
 
     assert set(get_args(AdapterName)) == set(ADAPTERS)
-    assert set(NATIVE_LABELS) == set(ADAPTERS) - {"videos"}
+    assert set(NATIVE_LABELS) == set(ADAPTERS) - {"videos", "casme3_c"}  # free-form; no emotions
 
 
 # --------------------------------------------------------------------------- through ingest

@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mer_core.data.adapters import casme2, casme3, ckplus, fourdme, mmew, samm, smic, videos
+from mer_core.data.adapters import casme2, casme3, casme3_c, ckplus, fourdme, mmew, samm, smic, videos
 from mer_core.data.adapters.sheets import AdapterResult
 from mer_core.data.corrections import Correction, corrections_for
 
 ADAPTERS: dict[str, Callable[..., AdapterResult]] = {
     "casme2": casme2.read_casme2,
     "casme3": casme3.read_casme3,
+    "casme3_c": casme3_c.read_casme3_c,
     "ckplus": ckplus.read_ckplus,
     "4dme": fourdme.read_fourdme,
     "mmew": mmew.read_mmew,
