@@ -63,10 +63,11 @@ def _read_json(path: Path, produced_by: str) -> dict:
 
 
 def _clip_dirs(params, kind: str) -> list[Path]:
-    """The processed clip folders of every `kind` data set; a params error when there is none."""
+    """The processed clip folders of every `kind` data set (long videos hold both kinds); a
+    params error when there is none."""
     from mer_core.data.store import CLIPS_DIR
 
-    names = [d.name for d in params.ingest.datasets if d.kind == kind]
+    names = [d.name for d in params.ingest.datasets if d.kind in (kind, "long")]
     if not names:
         raise ParamsError(f"ingest.datasets has no {kind} data set")
     return [params.paths.processed / CLIPS_DIR / name for name in names]

@@ -73,7 +73,11 @@ class SynthesizeParams(_Section):
     nuisance: Nuisance = Nuisance()
 
 
-AdapterName = Literal["casme2", "samm", "smic", "casme3", "mmew", "ckplus", "videos", "4dme", "casme3_c"]
+AdapterName = Literal["casme2", "samm", "smic", "casme3", "mmew", "ckplus", "videos", "4dme", "casme3_c",
+                      "casme_sq", "samm_long"]
+# Long videos hold micro and macro intervals: their data sets are of kind `long`, and feed
+# fine-tuning (micro clips) and pre-training (macro clips) both.
+LONG_VIDEO_ADAPTERS = frozenset({"casme_sq", "samm_long"})
 
 
 class DatasetSource(_Section):
@@ -82,10 +86,17 @@ class DatasetSource(_Section):
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     adapter: AdapterName
     root: Path
-    kind: Literal["macro", "micro"]
+    kind: Literal["macro", "micro", "long"]
     annotation: str | None = None  # file name inside root; the adapter's default if None
     fps: float | None = Field(None, gt=0)  # frame rate of image sequences; the adapter's default if None
     labels: list[str] | None = None  # allowed native labels; the adapter's own set if None
+
+    @model_validator(mode="after")
+    def _long_videos(self) -> "DatasetSource":
+        if (self.kind == "long") != (self.adapter in LONG_VIDEO_ADAPTERS):
+            raise ValueError(f"kind 'long' is for the long-video adapters {sorted(LONG_VIDEO_ADAPTERS)} and only "
+                             f"them (adapter {self.adapter!r}, kind {self.kind!r})")
+        return self
 
 
 class IngestParams(_Section):

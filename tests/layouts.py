@@ -37,6 +37,8 @@ MMEW_HEADER = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", 
 MMEW_SHEET = "MMEW_Micro_Exp.xlsx"
 CASME3_C_HEADER = ["sub", "count", "au", "onset", "offset"]
 CASME3_C_SHEET = "CAS(ME)3_part_C_ME.xlsx"
+SAMM_LONG_HEADER = ["Subject", "Filename", "Onset", "Apex", "Offset", "Duration", "Type", "Action Units", "Notes"]
+SAMM_LONG_SHEET = "SAMM_LongVideos_V2_Release.xlsx"
 FOURDME_HEADER = ["sub_ID", "fold_name", "Emotion", "Onset", "Apex", "Offset", "AUs", "Positive", "Negative",
                   "Surprise", "Repression", "Others", "AU1", "AU2", "AU4", "AU12"]
 FOURDME_SHEET = "4DME_Labelling_Micro_release v1.xlsx"
@@ -123,6 +125,35 @@ def fourdme_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
     return write_sheet(root / FOURDME_SHEET, FOURDME_HEADER, rows)
 
 
+def casme_sq_tree(root: Path, rows: list[list], subjects: list[list], videos: list[list],
+                  frames: dict[str, Iterable[int]], frame_image: FrameImage = grey_image) -> Path:
+    """`rawpic/s15/15_0101disgustingteeth/img1.jpg` and `code_final.xlsx`: the coding rows on
+    a first worksheet without a header, then the subject and video naming worksheets as
+    given; `frames` maps `s15/15_0101disgustingteeth` to frame numbers."""
+    for video, numbers in frames.items():
+        write_images(root / "rawpic" / video, {n: f"img{n}.jpg" for n in numbers}, frame_image)
+    book = Workbook()
+    for k, (title, table) in enumerate((("Sheet1", rows), ("naming rule1", subjects), ("naming rule2", videos))):
+        sheet = book.active if k == 0 else book.create_sheet(title)
+        sheet.title = title
+        for row in table:
+            sheet.append(row)
+    root.mkdir(parents=True, exist_ok=True)
+    book.save(root / "CAS(ME)^2code_final.xlsx")
+    return root / "CAS(ME)^2code_final.xlsx"
+
+
+def samm_long_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]], micro_rows: list[list] = (),
+                   frame_image: FrameImage = grey_image) -> Path:
+    """`006_1/006_1_0001.jpg` and the long-video sheet under SAMM's preamble; with `micro_rows`,
+    the SAMM micro sheet beside it (where the emotions come from)."""
+    for video, numbers in frames.items():
+        write_images(root / video, {n: f"{video}_{n:04d}.jpg" for n in numbers}, frame_image)
+    if micro_rows:
+        write_sheet(root / SAMM_SHEET, SAMM_HEADER, micro_rows, SAMM_PREAMBLE)
+    return write_sheet(root / SAMM_LONG_SHEET, SAMM_LONG_HEADER, rows, SAMM_PREAMBLE[:10])
+
+
 def smic_tree(root: Path, clips: dict[str, Iterable[int]], frame_image: FrameImage = grey_image) -> Path:
     """One subset folder (name `root` HS, VIS or NIR): `clips` maps a clip path such as
     `s1/micro/negative/s1_ne_01` to frame numbers, written as `reg_image022917.bmp`. An
@@ -188,6 +219,20 @@ def _fourdme_one(root: Path) -> Path:
     return root
 
 
+CASME_SQ_NAMING = ([["subject 1", 15, 1]], [["0101", "disgust1"]])
+
+
+def _casme_sq_one(root: Path) -> Path:
+    casme_sq_tree(root, [[1, "disgust1_1", 100, 103, 108, "4+9", "negative", "micro-expression", "disgust"]],
+                  *CASME_SQ_NAMING, {"s15/15_0101disgustingteeth": range(98, 110)})
+    return root
+
+
+def _samm_long_one(root: Path) -> Path:
+    samm_long_tree(root, [[6, "006_1_1", 100, 103, 108, 9, "Micro - 1/2", "R12", None]], {"006_1": range(98, 110)})
+    return root
+
+
 def _smic_one(root: Path) -> Path:
     return smic_tree(root / "HS", {"s1/micro/negative/s1_ne_01": range(22917, 22929)})
 
@@ -206,4 +251,6 @@ ONE_CLIP_TREES: dict[str, tuple[Callable[[Path], Path], dict]] = {
     "ckplus": (_ckplus_one, {}),
     "4dme": (_fourdme_one, {}),
     "casme3_c": (_casme3_c_one, {}),
+    "casme_sq": (_casme_sq_one, {"kind": "long"}),
+    "samm_long": (_samm_long_one, {"kind": "long"}),
 }

@@ -179,7 +179,7 @@ def _row(job: ClipJob, where: str, numbers: list[int], box: FaceBox, crops: np.n
         "clip_id": f"{job.dataset}/{where}",
         "dataset": job.dataset,
         "subject": clip.subject,
-        "kind": job.kind,
+        "kind": clip.kind or job.kind,
         "label": clip.label,
         "label3": composite_label(job.adapter, clip.label),
         "onset": clip.onset,

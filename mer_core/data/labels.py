@@ -15,6 +15,8 @@ SMIC_LABELS = frozenset({"negative", "positive", "surprise"})  # the folder name
 # CAS(ME)^3 part A, column `emotion` of the ME sheet.
 CASME3_LABELS = frozenset({"anger", "disgust", "fear", "happy", "sad", "surprise", "others"})
 MMEW_LABELS = frozenset({"anger", "disgust", "fear", "happiness", "sadness", "surprise", "others"})
+# CAS(ME)^2 long videos, the emotion column of code_final.xlsx (vocabulary unconfirmed).
+CASME_SQ_LABELS = frozenset({"negative", "positive", "surprise", "others"})
 # 4DME: the one-hot class columns of its labelling sheet.
 FOURDME_LABELS = frozenset({"positive", "negative", "surprise", "repression", "others"})
 # CK+ emotion codes 0-7, in code order.
@@ -29,6 +31,8 @@ NATIVE_LABELS: dict[str, frozenset[str]] = {
     "casme3": CASME3_LABELS,
     "mmew": MMEW_LABELS,
     "4dme": FOURDME_LABELS,
+    "casme_sq": CASME_SQ_LABELS,
+    "samm_long": SAMM_LABELS,  # from the SAMM micro sheet beside it, when there is one
     "ckplus": frozenset(CKPLUS_CODES),
 }
 

@@ -19,9 +19,11 @@ from tests.layouts import (
     casme2_tree,
     casme3_c_tree,
     casme3_tree,
+    casme_sq_tree,
     ckplus_tree,
     fourdme_tree,
     mmew_tree,
+    samm_long_tree,
     samm_tree,
     smic_tree,
     write_sheet,
@@ -462,6 +464,64 @@ def test_fourdme_labels_from_the_class_columns_and_keeps_k_tagged_aus(tmp_path):
         _read("4dme", tmp_path)
 
 
+# --------------------------------------------------------------------------- long videos
+def test_casme_sq_intervals_become_micro_and_macro_clips(tmp_path):
+    casme_sq_tree(tmp_path, rows=[
+        [1, "disgust1_1", 100, 105, 110, "4+9", "negative", "micro-expression", "disgust"],
+        [1, "disgust1_2", 120, 140, 0, "4", "Negative", "macro-expression", "disgust"],  # offset 0: ends at the apex
+        [1, "anger1_1", 10, 12, 30, "4+7", "negative", "macro-expression", "anger"],  # video code 102 → 0102
+        [1, "disgust1_3", 150, 151, 152, "4", "negative", "macro-expression", ""],  # shorter than a window
+        [2, "anger1_1", 1, 2, 3, "4", "negative", "micro-expression", ""],  # subject not in the naming worksheet
+        [1, "happy9_1", 1, 2, 3, "12", "positive", "micro-expression", ""],  # video not in the naming worksheet
+        [1, "disgust1_4", 10, 12, 14, "4", "negative", "spotted", ""],  # neither micro nor macro
+        [None] * 9,  # blank
+    ], subjects=[["name", 15, 1]], videos=[["0101", "disgust1"], [102, "anger1"]],
+        frames={"s15/15_0101disgustingteeth": range(98, 160), "s15/15_0102angrywhale": range(5, 35)})
+    result = _read("casme_sq", tmp_path)
+    clips = [(c.item, c.subject, c.kind, c.label, c.onset, c.apex, c.offset, c.fps) for c in result.clips]
+    assert clips == [
+        ("rawpic/s15/15_0101disgustingteeth frames 100-110", "s15", "micro", "negative", 100, 105, 110, 30.0),
+        ("rawpic/s15/15_0101disgustingteeth frames 120-140", "s15", "macro", "negative", 120, 140, 140, 30.0),
+        ("rawpic/s15/15_0102angrywhale", "s15", "macro", "negative", 10, 12, 30, 30.0)]
+    assert _numbers(result.clips[0]) == micro_frame_numbers(100, 105, 110, 4)
+    assert _numbers(result.clips[1]) == [120, 127, 133, 140]  # a macro interval: evenly spread
+    assert list(_reasons(result).values()) == [
+        "macro interval 150-152 is shorter than 4 frames", "subject '2' is not in the subject naming worksheet",
+        "video 'happy9_1' (happy9) is not in the video naming worksheet",
+        "type 'spotted' is neither a micro- nor a macro-expression"]
+
+
+def test_samm_long_videos_take_micro_emotions_from_the_micro_sheet(tmp_path):
+    root = tmp_path / "SAMM_longvideos"
+    samm_long_tree(root, rows=[
+        [6, "006_1_1", 100, 105, 110, 11, "Micro - 1/2", "R12", None],
+        [6, "006_1_2", 200, -1, 260, 61, "Macro", "4+7", None],  # apex -1: the midpoint
+        [6, "006_1_3", 300, 305, 310, 11, "Micro - 1/2", "14", "not in the micro sheet"],
+        [6, "006_2_1", 1, 2, 3, 3, "Micro - 1/2", "4", None],  # no such video folder
+        [6, "0061", 1, 2, 3, 3, "Micro - 1/2", "4", None],  # not <subject>_<video>_<interval>
+    ], frames={"006_1": range(95, 315)},
+        micro_rows=[[6, "006_1_1", 1, 100, 105, 110, 11, "Micro - 1/2", "R12", "Happiness", 2, None]])
+    result = _read("samm_long", root)
+    assert [(c.item, c.subject, c.kind, c.label, c.apex, c.fps, c.action_units) for c in result.clips] == [
+        ("006_1 frames 100-110", "006", "micro", "happiness", 105, 200.0, "R12"),
+        ("006_1 frames 200-260", "006", "macro", None, 230, 200.0, "4+7"),
+        ("006_1 frames 300-310", "006", "micro", None, 305, 200.0, "14")]
+    assert result.clips[0].frames[0][1].name == "006_1_0100.jpg"
+    assert list(_reasons(result).values()) == ["clip folder 006_2 does not exist",
+                                               "Filename '0061' is not <subject>_<video>_<interval>"]
+
+
+def test_long_video_data_sets_are_of_kind_long():
+    from pydantic import ValidationError
+
+    from mer_core.config import DatasetSource
+
+    assert DatasetSource(name="c", adapter="casme_sq", root=Path("x"), kind="long").kind == "long"
+    for adapter, kind in (("casme_sq", "micro"), ("casme2", "long")):
+        with pytest.raises(ValidationError, match="kind 'long' is for the long-video adapters"):
+            DatasetSource(name="c", adapter=adapter, root=Path("x"), kind=kind)
+
+
 # --------------------------------------------------------------------------- CK+
 def test_ckplus_sequences_end_at_the_peak_labelled_or_not(tmp_path):
     ckplus_tree(tmp_path, sequences={"S005/001": 12, "S005/002": 10, "S010/001": 3, "S011/001": 8, "S011/002": 8,
@@ -557,12 +617,20 @@ def test_samm_and_ckplus_fixtures_ingest_into_clip_rows(tmp_path, face_image):
     (tmp_path / "corrections.csv").write_text("dataset,subject,filename,field,old,new,source\n"
                                               "samm,006,006_1_2,action_units,R12,R12+R14,test\n")
     ckplus_tree(tmp_path / "ckplus", {"S005/001": 9}, {"S005/001": "7.0"}, frame_image=face_image)
+    casme_sq_tree(tmp_path / "casme_sq", [[1, "disgust1_1", 100, 103, 106, "4", "negative", "micro-expression", ""],
+                                          [1, "disgust1_2", 108, 112, 0, "4", "negative", "macro-expression", ""]],
+                  [["x", 15, 1]], [["0101", "disgust1"]], {"s15/15_0101disgustingteeth": range(100, 113)},
+                  frame_image=face_image)
     sources = [DatasetSource(name="samm", adapter="samm", root=tmp_path / "samm", kind="micro"),
-               DatasetSource(name="ck", adapter="ckplus", root=tmp_path / "ckplus", kind="macro")]
+               DatasetSource(name="ck", adapter="ckplus", root=tmp_path / "ckplus", kind="macro"),
+               DatasetSource(name="sq", adapter="casme_sq", root=tmp_path / "casme_sq", kind="long")]
     params = IngestParams(datasets=sources, crop_size=32, frames_per_clip=4,
                           workers=1, rows_per_shard=8, row_group_size=4)
     summaries = ingest(params, tmp_path / "interim", corrections=tmp_path / "corrections.csv")
-    rows = {r["dataset"]: r for r in read_clips(tmp_path / "interim" / CLIPS_DIR).drop_columns(["frames"]).to_pylist()}
+    table = read_clips(tmp_path / "interim" / CLIPS_DIR).drop_columns(["frames"]).to_pylist()
+    assert sorted((r["kind"], r["onset"], r["offset"]) for r in table if r["dataset"] == "sq") == [
+        ("macro", 108, 112), ("micro", 100, 106)]  # a long video gives both kinds
+    rows = {r["dataset"]: r for r in table}
     assert summaries["samm"].rows == summaries["ck"].rows == 1 and summaries["samm"].rejected == 1
     samm, ck = rows["samm"], rows["ck"]
     assert (samm["kind"], samm["label"], samm["label3"], samm["fps"]) == ("micro", "happiness", "positive", 200.0)

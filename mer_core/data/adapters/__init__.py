@@ -9,7 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mer_core.data.adapters import casme2, casme3, casme3_c, ckplus, fourdme, mmew, samm, smic, videos
+from mer_core.data.adapters import (
+    casme2,
+    casme3,
+    casme3_c,
+    casme_sq,
+    ckplus,
+    fourdme,
+    mmew,
+    samm,
+    samm_long,
+    smic,
+    videos,
+)
 from mer_core.data.adapters.sheets import AdapterResult
 from mer_core.data.corrections import Correction, corrections_for
 
@@ -17,10 +29,12 @@ ADAPTERS: dict[str, Callable[..., AdapterResult]] = {
     "casme2": casme2.read_casme2,
     "casme3": casme3.read_casme3,
     "casme3_c": casme3_c.read_casme3_c,
+    "casme_sq": casme_sq.read_casme_sq,
     "ckplus": ckplus.read_ckplus,
     "4dme": fourdme.read_fourdme,
     "mmew": mmew.read_mmew,
     "samm": samm.read_samm,
+    "samm_long": samm_long.read_samm_long,
     "smic": smic.read_smic,
     "videos": videos.read_videos,
 }

@@ -45,6 +45,7 @@ class RawClip:
     video: Path | None = None
     frames: tuple[tuple[int, Path], ...] = ()
     corrections: str | None = None  # what the corrections table changed in its sheet row
+    kind: str | None = None  # "micro" or "macro" when the layout says (long videos); else the data set's kind
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ def _column_key(text) -> str:
     return " ".join(str(text).split()).casefold()
 
 
-def _read_worksheets(path: Path, what: str) -> dict[str, pd.DataFrame]:
+def read_worksheets(path: Path, what: str) -> dict[str, pd.DataFrame]:
     """Worksheet name → header-less table whose index k is sheet row k + 1."""
     try:
         if path.suffix.lower() == ".csv":
@@ -291,7 +292,7 @@ def read_sheet(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame
     """
     found: list[str] = []
     tables, skipped = {}, []
-    for worksheet, table in _read_worksheets(path, what).items():
+    for worksheet, table in read_worksheets(path, what).items():
         header, cells = _header_row(table, required)
         if header is None:
             skipped.append(worksheet)
@@ -380,12 +381,12 @@ def expression_interval(row: pd.Series, columns: tuple[str, str | None, str], wh
     return onset, apex, offset
 
 
-def sampled_frames(root: Path, folder: Path, item: str, numbers: list[int]) -> tuple[tuple[int, Path], ...]:
-    """(frame number, image path) for each of `numbers` among the folder's numbered images.
+def clip_images(root: Path, folder: Path, item: str) -> dict[int, Path]:
+    """Frame number → image path of a clip folder's numbered images.
 
     Raises:
-        ValueError: the folder is missing, empty or outside `root`, a frame is not on
-            disk, links outside `root`, or has two files.
+        ValueError: the folder is missing, empty or outside `root`, an image links
+            outside `root`, or two files give one frame number.
     """
     resolve_inside(root, folder, f"clip folder {item}")
     if not folder.is_dir():
@@ -393,11 +394,26 @@ def sampled_frames(root: Path, folder: Path, item: str, numbers: list[int]) -> t
     images = numbered_images(folder, root, item)
     if not images:
         raise ValueError(f"clip folder {item} holds no numbered images")
+    return images
+
+
+def pick_frames(images: dict[int, Path], item: str, numbers: list[int]) -> tuple[tuple[int, Path], ...]:
+    """(frame number, image path) for each of `numbers`; ValueError naming those not on disk."""
     missing = sorted({n for n in numbers if n not in images})
     if missing:
         raise ValueError(f"frame(s) {missing} missing from {item} "
                          f"(has {min(images)}..{max(images)}, {len(images)} images)")
     return tuple((n, images[n]) for n in numbers)
+
+
+def sampled_frames(root: Path, folder: Path, item: str, numbers: list[int]) -> tuple[tuple[int, Path], ...]:
+    """(frame number, image path) for each of `numbers` among the folder's numbered images.
+
+    Raises:
+        ValueError: the folder is missing, empty or outside `root`, a frame is not on
+            disk, links outside `root`, or has two files.
+    """
+    return pick_frames(clip_images(root, folder, item), item, numbers)
 
 
 def micro_clip(root: Path, item: str, subject: str, label: str | None, interval: tuple[int, int, int], folder: Path,
@@ -407,6 +423,35 @@ def micro_clip(root: Path, item: str, subject: str, label: str | None, interval:
     frames = sampled_frames(root, folder, item, micro_frame_numbers(onset, apex, offset, frames_per_clip))
     return RawClip(item=item, subject=subject, label=label, onset=onset, apex=apex, offset=offset, fps=fps,
                    action_units=action_units, frames=frames)
+
+
+def interval_frame_numbers(kind: str, interval: tuple[int, int, int], count: int) -> list[int]:
+    """The frames a long video's interval gives: a micro interval sampled onset→apex→offset
+    as a micro clip is; a macro interval `count` frames spread evenly from onset to offset
+    (a pre-training window, steps a fraction of the expression apart whatever the frame rate).
+
+    Raises:
+        ValueError: a macro interval shorter than `count` frames.
+    """
+    onset, apex, offset = interval
+    if kind == "micro":
+        return micro_frame_numbers(onset, apex, offset, count)
+    if offset - onset + 1 < count:
+        raise ValueError(f"macro interval {onset}-{offset} is shorter than {count} frames")
+    return [round(onset + (offset - onset) * k / (count - 1)) for k in range(count)]
+
+
+EXPRESSION_TYPES = ("micro", "macro")
+
+
+def expression_type(value, column: str) -> str:
+    """`micro` or `macro` from a long-video sheet's type cell (`micro-expression`, `Macro`,
+    `Micro - 1/2`); ValueError for anything else."""
+    text = (cell_text(value) or "").lower()
+    kinds = [kind for kind in EXPRESSION_TYPES if kind in text]
+    if len(kinds) != 1:
+        raise ValueError(f"{column} {value!r} is neither a micro- nor a macro-expression")
+    return kinds[0]
 
 
 # --------------------------------------------------------------------------- coding sheets
