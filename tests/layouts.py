@@ -154,6 +154,36 @@ def samm_long_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]
     return write_sheet(root / SAMM_LONG_SHEET, SAMM_LONG_HEADER, rows, SAMM_PREAMBLE[:10])
 
 
+def dfew_tree(root: Path, clips: dict[str, Iterable[int]], label_files: dict[str, str],
+              frame_image: FrameImage = grey_image) -> Path:
+    """`data_affine/single_label/data/00001/00001_00001.jpg` for each clip of `clips` (clip
+    number → frame numbers) and `label/<file>` with the text `label_files` gives; returns
+    the label folder."""
+    for clip, numbers in clips.items():
+        write_images(root / "data_affine/single_label/data" / clip, {n: f"{clip}_{n:05d}.jpg" for n in numbers},
+                     frame_image)
+    (root / "label").mkdir(parents=True, exist_ok=True)
+    for name, text in label_files.items():
+        (root / "label" / name).write_text(text)
+    return root / "label"
+
+
+AFFWILD2_HEADER = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other"
+
+
+def affwild2_tree(root: Path, videos: dict[str, tuple[str, list[int], Iterable[int]]],
+                  frame_image: FrameImage = grey_image) -> Path:
+    """`cropped_aligned/<video>/00001.jpg` and `Annotations/EXPR_Classification_Challenge/
+    <set>/<video>.txt`: `videos` maps a video to (its set folder, the class index of every
+    frame, the frame numbers that have an image). Returns the annotation folder."""
+    annotations = root / "Annotations/EXPR_Classification_Challenge"
+    for video, (split, classes, numbers) in videos.items():
+        write_images(root / "cropped_aligned" / video, {n: f"{n:05d}.jpg" for n in numbers}, frame_image)
+        (annotations / split).mkdir(parents=True, exist_ok=True)
+        (annotations / split / f"{video}.txt").write_text("\n".join([AFFWILD2_HEADER, *map(str, classes)]) + "\n")
+    return annotations
+
+
 def smic_tree(root: Path, clips: dict[str, Iterable[int]], frame_image: FrameImage = grey_image) -> Path:
     """One subset folder (name `root` HS, VIS or NIR): `clips` maps a clip path such as
     `s1/micro/negative/s1_ne_01` to frame numbers, written as `reg_image022917.bmp`. An
@@ -233,6 +263,16 @@ def _samm_long_one(root: Path) -> Path:
     return root
 
 
+def _dfew_one(root: Path) -> Path:
+    dfew_tree(root, {"00001": range(1, 13)}, {"single_testset_1.csv": "order,label\n1,5\n"})
+    return root
+
+
+def _affwild2_one(root: Path) -> Path:
+    affwild2_tree(root, {"1-30-1280x720": ("Train_Set", [4] * 12, range(1, 13))})
+    return root
+
+
 def _smic_one(root: Path) -> Path:
     return smic_tree(root / "HS", {"s1/micro/negative/s1_ne_01": range(22917, 22929)})
 
@@ -253,4 +293,6 @@ ONE_CLIP_TREES: dict[str, tuple[Callable[[Path], Path], dict]] = {
     "casme3_c": (_casme3_c_one, {}),
     "casme_sq": (_casme_sq_one, {"kind": "long"}),
     "samm_long": (_samm_long_one, {"kind": "long"}),
+    "dfew": (_dfew_one, {}),
+    "affwild2": (_affwild2_one, {}),
 }

@@ -19,6 +19,10 @@ MMEW_LABELS = frozenset({"anger", "disgust", "fear", "happiness", "sadness", "su
 CASME_SQ_LABELS = frozenset({"negative", "positive", "surprise", "others"})
 # 4DME: the one-hot class columns of its labelling sheet.
 FOURDME_LABELS = frozenset({"positive", "negative", "surprise", "repression", "others"})
+# DFEW's class codes in its label files.
+DFEW_CODES = {"1": "happy", "2": "sad", "3": "neutral", "4": "angry", "5": "surprise", "6": "disgust", "7": "fear"}
+# Aff-Wild2 expression track, in the order of its class indices 0-7.
+AFFWILD2_CLASSES = ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise", "other")
 # CK+ emotion codes 0-7, in code order.
 CKPLUS_CODES = ("neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise")
 
@@ -34,6 +38,8 @@ NATIVE_LABELS: dict[str, frozenset[str]] = {
     "casme_sq": CASME_SQ_LABELS,
     "samm_long": SAMM_LABELS,  # from the SAMM micro sheet beside it, when there is one
     "ckplus": frozenset(CKPLUS_CODES),
+    "dfew": frozenset(DFEW_CODES.values()),
+    "affwild2": frozenset(AFFWILD2_CLASSES),
 }
 
 # MEGC 2019 composite (See et al., 2019): negative / positive / surprise over CASME II,

@@ -16,11 +16,13 @@ from mer_core.data.video import macro_windows, micro_frame_numbers
 from tests.layouts import (
     ONE_CLIP_TREES,
     SAMM_HEADER,
+    affwild2_tree,
     casme2_tree,
     casme3_c_tree,
     casme3_tree,
     casme_sq_tree,
     ckplus_tree,
+    dfew_tree,
     fourdme_tree,
     mmew_tree,
     samm_long_tree,
@@ -540,6 +542,48 @@ def test_ckplus_sequences_end_at_the_peak_labelled_or_not(tmp_path):
     assert reasons["S011/003"].startswith("2 emotion files in Emotion/S011/003")
     assert reasons["Emotion/S099/001/S099_001_00000001_emotion.txt"] == "emotion label for a sequence with no images"
     assert len(reasons) == 5
+
+
+# --------------------------------------------------------------------------- DFEW, Aff-Wild2
+def test_dfew_labels_clips_from_every_fold_file(tmp_path):
+    dfew_tree(tmp_path, clips={"00001": range(1, 31), "00002": range(1, 17), "00003": range(1, 17),
+                               "00004": range(1, 3), "00005": range(1, 17)},
+              label_files={"single_trainset_1.csv": "order,label\n1,5\n2,1\n3,2\n",
+                           "single_testset_1.csv": "order,label\n5,7\n",
+                           "single_testset_2.csv": "order,label\n2,1\n3,6\nx,9\n"})  # 3: sad and disgust
+    result = _read("dfew", tmp_path)
+    assert [(c.item, c.subject, c.label, c.onset, c.offset, c.fps) for c in result.clips] == [
+        ("data_affine/single_label/data/00001", "00001", "surprise", 1, 30, 25.0),
+        ("data_affine/single_label/data/00002", "00002", "happy", 1, 16, 25.0),
+        ("data_affine/single_label/data/00003", "00003", None, 1, 16, 25.0),
+        ("data_affine/single_label/data/00005", "00005", "fear", 1, 16, 25.0)]
+    assert _numbers(result.clips[0]) == [12, 14, 16, 18]  # a window in the middle, stride 2
+    assert result.clips[0].frames[0][1].name == "00001_00012.jpg"
+    assert _reasons(result) == {
+        "single_trainset_1.csv row 4": "clip 3 is sad here but disgust in single_testset_2.csv row 3",
+        "single_testset_2.csv row 4": "expected a clip number and a code 1-7, got ['x', '9']",
+        "data_affine/single_label/data/00004": "clip data_affine/single_label/data/00004 has 2 frame(s), fewer than 4"}
+
+
+def test_affwild2_gives_a_clip_per_labelled_run_and_ignores_minus_one(tmp_path):
+    classes = [0] * 10 + [-1] * 5 + [4] * 12 + [6] * 3  # neutral, ignored, happiness, a short surprise
+    affwild2_tree(tmp_path, videos={
+        "10-60-1280x720_right": ("Train_Set", classes, [n for n in range(1, 31) if n != 20]),  # no face at frame 20
+        "10-60-1280x720_left": ("Validation_Set", [7] * 8, range(1, 9)),
+        "missing_video": ("Train_Set", [1] * 8, []),
+    })
+    (tmp_path / "Annotations/EXPR_Classification_Challenge/Train_Set/bad.txt").write_text("Neutral,Happy\n0\n")
+    result = _read("affwild2", tmp_path)
+    assert [(c.item, c.subject, c.label, c.onset, c.offset) for c in result.clips] == [
+        ("cropped_aligned/10-60-1280x720_right frames 1-10", "10-60-1280x720_right", "neutral", 1, 10),
+        ("cropped_aligned/10-60-1280x720_right frames 16-27", "10-60-1280x720_right", "happiness", 16, 27),
+        ("cropped_aligned/10-60-1280x720_left frames 1-8", "10-60-1280x720_left", "other", 1, 8)]
+    assert _numbers(result.clips[1]) == [18, 21, 23, 25]  # frames on disk only (20 has no face)
+    assert _reasons(result) == {
+        "Annotations/EXPR_Classification_Challenge/Train_Set/bad.txt":
+            "bad.txt: the first line is not Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other",
+        "Annotations/EXPR_Classification_Challenge/Train_Set/missing_video.txt":
+            "clip folder cropped_aligned/missing_video holds no numbered images"}
 
 
 # --------------------------------------------------------------------------- every adapter

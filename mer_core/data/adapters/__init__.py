@@ -10,11 +10,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mer_core.data.adapters import (
+    affwild2,
     casme2,
     casme3,
     casme3_c,
     casme_sq,
     ckplus,
+    dfew,
     fourdme,
     mmew,
     samm,
@@ -31,6 +33,8 @@ ADAPTERS: dict[str, Callable[..., AdapterResult]] = {
     "casme3_c": casme3_c.read_casme3_c,
     "casme_sq": casme_sq.read_casme_sq,
     "ckplus": ckplus.read_ckplus,
+    "dfew": dfew.read_dfew,
+    "affwild2": affwild2.read_affwild2,
     "4dme": fourdme.read_fourdme,
     "mmew": mmew.read_mmew,
     "samm": samm.read_samm,

@@ -21,7 +21,7 @@ import pandas as pd
 from mer_core import MerError
 from mer_core.data.corrections import SheetCorrections
 from mer_core.data.store import Rejection
-from mer_core.data.video import micro_frame_numbers
+from mer_core.data.video import macro_windows, micro_frame_numbers
 
 log = logging.getLogger(__name__)
 
@@ -439,6 +439,14 @@ def interval_frame_numbers(kind: str, interval: tuple[int, int, int], count: int
     if offset - onset + 1 < count:
         raise ValueError(f"macro interval {onset}-{offset} is shorter than {count} frames")
     return [round(onset + (offset - onset) * k / (count - 1)) for k in range(count)]
+
+
+def middle_window(numbers: list[int], count: int, stride: int) -> list[int]:
+    """`count` of the sorted frame `numbers` on disk, `stride` positions apart, in their middle
+    (a macro set's pre-training window; the stride shrinks for short runs); [] if too few."""
+    span = (count - 1) * stride + 1
+    windows = macro_windows(len(numbers), count, stride, 1, onset=max(0, (len(numbers) - span) // 2))
+    return [numbers[k] for k in windows[0]] if windows else []
 
 
 EXPRESSION_TYPES = ("micro", "macro")
