@@ -74,7 +74,7 @@ class SynthesizeParams(_Section):
 
 
 AdapterName = Literal["casme2", "samm", "smic", "casme3", "mmew", "ckplus", "videos", "4dme", "casme3_c",
-                      "casme_sq", "samm_long", "dfew", "affwild2"]
+                      "casme_sq", "samm_long", "dfew", "affwild2", "casme"]
 # Long videos hold micro and macro intervals: their data sets are of kind `long`, and feed
 # fine-tuning (micro clips) and pre-training (macro clips) both.
 LONG_VIDEO_ADAPTERS = frozenset({"casme_sq", "samm_long"})

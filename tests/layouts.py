@@ -22,6 +22,8 @@ FrameImage = Callable[[int], np.ndarray]
 CASME2_HEADER = ["Subject", "Filename", None, "OnsetFrame", "ApexFrame", "OffsetFrame", None, "Action Units",
                  "Estimated Emotion"]
 CASME2_SHEET = "CASME2-coding-20140508.xlsx"
+CASME_HEADER = ["Subject", "Filename", "OnsetF", "ApexF1", "OffsetF", "Duration", "Action Units", "Emotion"]
+CASME_SHEET = "CASME_label_Ver_2.xlsx"
 SAMM_HEADER = ["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex Frame", "Offset Frame", "Duration",
                "Micro", "Action Units", "Estimated Emotion", "Objective Classes", "Notes"]
 SAMM_SHEET = "SAMM_Micro_FACS_Codes_v2.xlsx"
@@ -76,6 +78,15 @@ def casme2_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
     for clip, numbers in frames.items():
         write_images(root / clip, {n: f"img{n}.jpg" for n in numbers}, frame_image)
     return write_sheet(root / CASME2_SHEET, CASME2_HEADER, rows)
+
+
+def casme_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
+               frame_image: FrameImage = grey_image) -> Path:
+    """`sub01/EP01_5/EP01_5-1.jpg`; `frames` maps `subXX/EPxx_y` to frame numbers."""
+    for clip, numbers in frames.items():
+        name = clip.split("/")[-1]
+        write_images(root / clip, {n: f"{name}-{n}.jpg" for n in numbers}, frame_image)
+    return write_sheet(root / CASME_SHEET, CASME_HEADER, rows)
 
 
 def samm_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]], preamble: list[list] = SAMM_PREAMBLE,
@@ -222,6 +233,11 @@ def _casme2_one(root: Path) -> Path:
     return root
 
 
+def _casme_one(root: Path) -> Path:
+    casme_tree(root, [[1, "EP01_5", 10, 13, 18, 9, "4+9", "disgust"]], {"sub01/EP01_5": range(8, 20)})
+    return root
+
+
 def _samm_one(root: Path) -> Path:
     samm_tree(root, [[6, "006_1_2", 1, 5562, 5566, 5570, 9, "Micro - 1/2", "R12", "Happiness", 2, None]],
               {"006/006_1_2": range(5560, 5572)})
@@ -283,6 +299,7 @@ def _ckplus_one(root: Path) -> Path:
 
 
 ONE_CLIP_TREES: dict[str, tuple[Callable[[Path], Path], dict]] = {
+    "casme": (_casme_one, {}),
     "casme2": (_casme2_one, {}),
     "samm": (_samm_one, {}),
     "casme3": (_casme3_one, {"annotation": f"../annotation/{CASME3_SHEET}"}),

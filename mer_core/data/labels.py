@@ -9,6 +9,8 @@ label3` trains on it. A class restriction such as CASME II 5-class is the data s
 
 from __future__ import annotations
 
+# CASME I, the Emotion column of its coding sheet.
+CASME_LABELS = frozenset({"amusement", "sadness", "disgust", "surprise", "contempt", "fear", "repression", "tense"})
 CASME2_LABELS = frozenset({"happiness", "disgust", "repression", "surprise", "fear", "sadness", "others"})
 SAMM_LABELS = frozenset({"anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise", "other"})
 SMIC_LABELS = frozenset({"negative", "positive", "surprise"})  # the folder names
@@ -29,6 +31,7 @@ CKPLUS_CODES = ("neutral", "anger", "contempt", "disgust", "fear", "happy", "sad
 # Per adapter; an adapter missing here has free-form labels (a generic video folder) or
 # none (CAS(ME)^3 part C codes action units only).
 NATIVE_LABELS: dict[str, frozenset[str]] = {
+    "casme": CASME_LABELS,
     "casme2": CASME2_LABELS,
     "samm": SAMM_LABELS,
     "smic": SMIC_LABELS,

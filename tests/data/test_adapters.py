@@ -21,6 +21,7 @@ from tests.layouts import (
     casme3_c_tree,
     casme3_tree,
     casme_sq_tree,
+    casme_tree,
     ckplus_tree,
     dfew_tree,
     fourdme_tree,
@@ -78,6 +79,18 @@ def test_casme2_reads_good_rows_and_rejects_bad_ones(tmp_path):
     }
     assert "missing from sub02/EP06_01" in reasons["CASME2-coding-20140508.xlsx row 7"]
     assert "unknown emotion 'joy'" in reasons["CASME2-coding-20140508.xlsx row 8"]
+
+
+def test_casme_one_reads_its_sheet_with_the_midpoint_for_a_missing_apex(tmp_path):
+    casme_tree(tmp_path, rows=[[1, "EP01_5", 10, 13, 18, 9, "4+9", "Disgust"],
+                               ["sub01", "EP02_1", 20, "/", 30, 11, "1+2", "surprise"],
+                               [2, "EP01_1", 20, 25, 30, 11, "12", "happiness"]],  # not a CASME I class
+               frames={"sub01/EP01_5": range(8, 20), "sub01/EP02_1": range(20, 31), "sub02/EP01_1": range(20, 31)})
+    result = _read("casme", tmp_path)
+    assert [(c.item, c.subject, c.label, c.apex, c.fps) for c in result.clips] == [
+        ("sub01/EP01_5", "sub01", "disgust", 13, 60.0), ("sub01/EP02_1", "sub01", "surprise", 25, 60.0)]
+    assert result.clips[0].frames[0][1].name == "EP01_5-10.jpg"
+    assert "unknown emotion 'happiness'" in _reasons(result)["CASME_label_Ver_2.xlsx row 4"]
 
 
 def test_casme2_without_sheet_or_columns_is_a_clear_error(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mer_core.data.adapters import (
     affwild2,
+    casme,
     casme2,
     casme3,
     casme3_c,
@@ -28,6 +29,7 @@ from mer_core.data.adapters.sheets import AdapterResult
 from mer_core.data.corrections import Correction, corrections_for
 
 ADAPTERS: dict[str, Callable[..., AdapterResult]] = {
+    "casme": casme.read_casme,
     "casme2": casme2.read_casme2,
     "casme3": casme3.read_casme3,
     "casme3_c": casme3_c.read_casme3_c,
