@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mer_core import MerError
+from mer_core.data.labels import LABEL_MAPPINGS, MAPPING_ADAPTERS
 
 
 class ParamsError(MerError, ValueError):
@@ -90,12 +91,23 @@ class DatasetSource(_Section):
     annotation: str | None = None  # file name inside root; the adapter's default if None
     fps: float | None = Field(None, gt=0)  # frame rate of image sequences; the adapter's default if None
     labels: list[str] | None = None  # allowed native labels; the adapter's own set if None
+    # Read the labels under another protocol's classes (mer_core/data/labels.py LABEL_MAPPINGS),
+    # e.g. casme3_4class; None: the native classes.
+    label_mapping: str | None = None
 
     @model_validator(mode="after")
     def _long_videos(self) -> "DatasetSource":
         if (self.kind == "long") != (self.adapter in LONG_VIDEO_ADAPTERS):
             raise ValueError(f"kind 'long' is for the long-video adapters {sorted(LONG_VIDEO_ADAPTERS)} and only "
                              f"them (adapter {self.adapter!r}, kind {self.kind!r})")
+        return self
+
+    @model_validator(mode="after")
+    def _mapping_of_this_adapter(self) -> "DatasetSource":
+        if self.label_mapping is not None and MAPPING_ADAPTERS.get(self.label_mapping) != self.adapter:
+            mine = sorted(m for m, a in MAPPING_ADAPTERS.items() if a == self.adapter)
+            raise ValueError(f"label_mapping {self.label_mapping!r} is not one for adapter {self.adapter!r} "
+                             f"(known: {mine or 'none'}; all: {sorted(LABEL_MAPPINGS)})")
         return self
 
 
@@ -114,6 +126,9 @@ class IngestParams(_Section):
     rows_per_shard: int = Field(512, ge=1)
     row_group_size: int = Field(64, ge=1)
     workers: int = Field(2, ge=1)
+    # The official MEGC 2019 list (dataset, subject, filename, class; no header) as the
+    # authority on `label3` for the data sets it lists; None: the label mapping decides.
+    composite_list: Path | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> "IngestParams":

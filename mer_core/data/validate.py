@@ -93,8 +93,9 @@ def _describe_failure(check: dict) -> str:
 
 
 def dataset_labels(datasets: list[DatasetSource]) -> dict[str, set[str]]:
-    """Data set name → the native labels it may carry, for the data sets whose labels are not free-form."""
-    labels = {d.name: allowed_labels(d.adapter, d.labels) for d in datasets}
+    """Data set name → the labels it may carry (its mapping's classes, else its native ones), for
+    the data sets whose labels are not free-form."""
+    labels = {d.name: allowed_labels(d.adapter, d.labels, d.label_mapping) for d in datasets}
     return {name: set(allowed) for name, allowed in labels.items() if allowed is not None}
 
 

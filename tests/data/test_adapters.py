@@ -644,6 +644,62 @@ def test_casme2_labels_select_the_five_class_protocol(tmp_path):
     assert [r.reason for r in result.rejections] == [f"emotion 'fear' is not among this data set's labels {five}"]
 
 
+def test_label_mappings_read_a_data_set_under_another_protocol(tmp_path):
+    from mer_core.config import DatasetSource
+    from mer_core.data.ingest import DatasetSummary, protocol_labels
+    from mer_core.data.labels import LABEL_MAPPINGS
+
+    casme3_tree(tmp_path, rows=[["spNO.1", "a", 100, 105, 110, "4", "", "anger"],
+                                ["spNO.1", "a", 120, 125, 130, "12", "", "happy"],
+                                ["spNO.1", "a", 140, 145, 150, "", "", "others"]], frames={"spNo.1/a": range(95, 155)})
+    listing = _read("casme3", tmp_path / "data", annotation="../annotation/cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx")
+    for mapping, expected in (("casme3_4class", ["negative", "positive", "others"]),
+                              ("casme3_3class", ["negative", "positive"])):
+        source = DatasetSource(name="c3", adapter="casme3", root=tmp_path, kind="micro", label_mapping=mapping)
+        labelled, rejections = protocol_labels(source, listing.clips, None, DatasetSummary())
+        assert [clip.label for clip, _ in labelled] == expected
+        assert [r.reason for r in rejections] == ([] if mapping == "casme3_4class" else
+                                                  ["emotion 'others' is outside the casme3_3class protocol"])
+    assert LABEL_MAPPINGS["casme2_3class"] == {"disgust": "negative", "repression": "negative",
+                                               "happiness": "positive", "surprise": "surprise"}  # the 145-clip variant
+    with pytest.raises(ValueError, match="label_mapping 'casme3_4class' is not one for adapter 'casme2'"):
+        DatasetSource(name="c2", adapter="casme2", root=tmp_path, kind="micro", label_mapping="casme3_4class")
+
+
+def test_the_megc_list_decides_label3_and_reports_what_it_and_the_data_leave_out(tmp_path, face_image):
+    from mer_core.config import DatasetSource, IngestParams
+    from mer_core.data.ingest import ingest
+    from mer_core.data.labels import CompositeListError, read_composite_list
+    from mer_core.data.store import CLIPS_DIR, read_clips
+
+    casme2_tree(tmp_path / "casme2", [[1, "EP02_01f", None, 10, 12, 15, None, "12", "happiness"],
+                                      [2, "EP03_02", None, 10, 12, 15, None, "14", "repression"],
+                                      [4, "EP12_01f", None, 10, 12, 15, None, "4", "disgust"]],
+                {"sub01/EP02_01f": range(10, 16), "sub02/EP03_02": range(10, 16), "sub04/EP12_01f": range(10, 16)},
+                frame_image=face_image)
+    samm_tree(tmp_path / "samm", [[6, "006_1_2", 1, 10, 12, 15, 6, "Micro - 1/2", "R12", "Happiness", 2, None]],
+              {"006/006_1_2": range(10, 16)}, frame_image=face_image)
+    # As published: no header, CRLF, SAMM subjects unpadded, CASME II names mostly without the `f`.
+    (tmp_path / "gt.csv").write_bytes(b"casme2,sub01,EP02_01,1\r\ncasme2,sub02,EP03_02,0\r\n"
+                                      b"casme2,sub05,EP01_01,2\r\nsamm,6,006_1_2,1\r\n")
+    sources = [DatasetSource(name="c2", adapter="casme2", root=tmp_path / "casme2", kind="micro"),
+               DatasetSource(name="sm", adapter="samm", root=tmp_path / "samm", kind="micro")]
+    params = IngestParams(datasets=sources, crop_size=32, frames_per_clip=4, workers=1,
+                          composite_list=tmp_path / "gt.csv")
+    summaries = ingest(params, tmp_path / "interim")
+    rows = read_clips(tmp_path / "interim" / CLIPS_DIR, columns=["source_path", "label", "label3"]).to_pylist()
+    assert sorted((r["source_path"], r["label"], r["label3"]) for r in rows) == [
+        ("006/006_1_2", "happiness", "positive"), ("sub01/EP02_01f", "happiness", "positive"),
+        ("sub02/EP03_02", "repression", "negative"), ("sub04/EP12_01f", "disgust", None)]  # left out by the list
+    report = summaries["c2"].as_report()
+    assert (report["composite_listed"], report["composite_not_found"], report["composite_not_listed"]) == (
+        3, ["casme2,5,ep1_1 (line 3)"], ["sub04/EP12_01f"])
+    assert summaries["sm"].as_report()["composite_not_listed"] == []
+    (tmp_path / "bad.csv").write_text("casme2,sub01,EP02_01,3\n")
+    with pytest.raises(CompositeListError, match="line 1: expected dataset, subject, filename, class 0/1/2"):
+        read_composite_list(tmp_path / "bad.csv")
+
+
 def test_every_adapter_has_native_labels_and_a_config_name():
     from typing import get_args
 
