@@ -244,7 +244,8 @@ def evaluate(params: Path = ParamsOption) -> None:
     rows = read_predictions(paths.predictions)
     tuning = {"tuned_on_seeds": p.tuning.synthesize_seeds, "reported_on_seed": p.synthesize.seed}
     metrics, ablation = rep.evaluation_reports(rows, variant, p.finetune.ablation,
-                                               {d.name: d.adapter for d in p.ingest.datasets}, tuning)
+                                               {d.name: d.adapter for d in p.ingest.datasets}, tuning,
+                                               p.finetune.protocol)
     write_json(paths.metrics, metrics)
     write_json(paths.ablation, ablation)
     pictures = rep.write_confusion(rows, variant, paths.plots, f"{variant}, LOSO, seed {min(p.finetune.seeds)}")
@@ -268,7 +269,8 @@ def register(params: Path = ParamsOption) -> None:
     paths, dirs = p.paths, _clip_dirs(p, "micro")
     metrics, ablation = _read_json(paths.metrics, "evaluate"), _read_json(paths.ablation, "evaluate")
     _, meta = load_final_model(paths.final_model)
-    protocol, version = protocol_id(meta["label_column"], [d.name for d in dirs], meta["classes"]), data_version(dirs)
+    protocol = protocol_id(meta["label_column"], [d.name for d in dirs], meta["classes"], p.finetune.protocol)
+    version = data_version(dirs)
     card = model_card_markdown(
         model_name=p.register_.model_name, variant=meta["variant"], classes=meta["classes"],
         datasets={d.name: d.adapter for d in p.ingest.datasets}, protocol=protocol, data_version=version,

@@ -13,7 +13,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mer_core import MerError
-from mer_core.data.labels import LABEL_MAPPINGS, MAPPING_ADAPTERS
 
 
 class ParamsError(MerError, ValueError):
@@ -76,6 +75,8 @@ class SynthesizeParams(_Section):
 
 AdapterName = Literal["casme2", "samm", "smic", "casme3", "mmew", "ckplus", "videos", "4dme", "casme3_c",
                       "casme_sq", "samm_long", "dfew", "affwild2", "casme"]
+# Protocols a data set may be read under, `<adapter>_<classes>` (mer_core/data/labels.py LABEL_MAPPINGS).
+LabelMapping = Literal["casme3_4class", "casme3_3class", "casme2_3class"]
 # Long videos hold micro and macro intervals: their data sets are of kind `long`, and feed
 # fine-tuning (micro clips) and pre-training (macro clips) both.
 LONG_VIDEO_ADAPTERS = frozenset({"casme_sq", "samm_long"})
@@ -93,7 +94,7 @@ class DatasetSource(_Section):
     labels: list[str] | None = None  # allowed native labels; the adapter's own set if None
     # Read the labels under another protocol's classes (mer_core/data/labels.py LABEL_MAPPINGS),
     # e.g. casme3_4class; None: the native classes.
-    label_mapping: str | None = None
+    label_mapping: LabelMapping | None = None
 
     @model_validator(mode="after")
     def _long_videos(self) -> "DatasetSource":
@@ -104,10 +105,9 @@ class DatasetSource(_Section):
 
     @model_validator(mode="after")
     def _mapping_of_this_adapter(self) -> "DatasetSource":
-        if self.label_mapping is not None and MAPPING_ADAPTERS.get(self.label_mapping) != self.adapter:
-            mine = sorted(m for m, a in MAPPING_ADAPTERS.items() if a == self.adapter)
+        if self.label_mapping is not None and self.label_mapping.rsplit("_", 1)[0] != self.adapter:
             raise ValueError(f"label_mapping {self.label_mapping!r} is not one for adapter {self.adapter!r} "
-                             f"(known: {mine or 'none'}; all: {sorted(LABEL_MAPPINGS)})")
+                             f"(mappings are named <adapter>_<classes>)")
         return self
 
 
@@ -229,6 +229,9 @@ class FinetuneParams(_Section):
         "lbp_top_svm", "flow_strain_lr", "difference_lr", "flow_cnn"]
     seeds: list[int] = Field([0, 1, 2], min_length=1)
     label_column: Literal["label", "label3"] = "label"
+    # Folds: `loso` leaves one subject out, `lodo` one data set (train on the others; with
+    # several micro data sets and a label column they share, e.g. label3).
+    protocol: Literal["loso", "lodo"] = "loso"
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(32, ge=2)
     lr: float = Field(3e-3, gt=0)
@@ -322,6 +325,14 @@ class Params(_Section):
         missing = needed - set(self.pretrain.variants)
         if missing:
             raise ValueError(f"finetune uses encoders {sorted(missing)} that pretrain.variants does not train")
+        return self
+
+    @model_validator(mode="after")
+    def _datasets_to_leave_out(self) -> "Params":
+        micro = [d.name for d in self.ingest.datasets if d.kind in ("micro", "long")]
+        if self.finetune.protocol == "lodo" and len(micro) < 2:
+            raise ValueError(f"finetune.protocol lodo leaves one data set out, and ingest.datasets has "
+                             f"{len(micro)} micro data set(s): {micro}")
         return self
 
 

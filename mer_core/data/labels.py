@@ -63,8 +63,9 @@ COMPOSITE_3CLASS: dict[str, dict[str, str]] = {
 }
 COMPOSITE_CLASSES = ("negative", "positive", "surprise")
 
-# Protocols a data set may be read under (`label_mapping` of a data set in params.yaml):
-# native class → the protocol's class; a native class the mapping leaves out is rejected.
+# Protocols a data set may be read under (`label_mapping` of a data set in params.yaml),
+# named `<adapter>_<classes>`: native class → the protocol's class; a native class the
+# mapping leaves out is rejected.
 LABEL_MAPPINGS: dict[str, dict[str, str]] = {
     # CAS(ME)^3's own protocols (Li et al., TPAMI 2022): negative = anger, disgust, fear, sad.
     "casme3_4class": {"anger": "negative", "disgust": "negative", "fear": "negative", "sad": "negative",
@@ -77,7 +78,6 @@ LABEL_MAPPINGS: dict[str, dict[str, str]] = {
     # hand says how it groups others, fear and sadness.
     "casme2_3class": COMPOSITE_3CLASS["casme2"],
 }
-MAPPING_ADAPTERS = {"casme3_4class": "casme3", "casme3_3class": "casme3", "casme2_3class": "casme2"}
 
 
 def composite_label(adapter: str, label: str | None) -> str | None:

@@ -15,7 +15,7 @@ from collections import Counter
 
 from mer_core.data.training_sets import MicroClips
 from mer_core.evaluation.predictions import prediction_row
-from mer_core.evaluation.protocols import leave_one_subject_out
+from mer_core.evaluation.protocols import held_out_folds
 
 ORACLE_VARIANT = "au_oracle"
 
@@ -37,12 +37,12 @@ def predict_from_action_units(train_sets: list[frozenset[int]], train_labels: li
     return min(votes, key=lambda label: (-votes[label], label))
 
 
-def au_oracle_predictions(clips: MicroClips) -> list[dict]:
-    """Prediction rows (`report.prediction_row`) of the AU oracle under LOSO."""
+def au_oracle_predictions(clips: MicroClips, protocol: str = "loso") -> list[dict]:
+    """Prediction rows (`report.prediction_row`) of the AU oracle under the folds of `protocol`."""
     sets = [parse_action_units(code) for code in clips.action_units]
     labels = [clips.classes[int(i)] for i in clips.labels]
     rows = []
-    for fold, (_, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
+    for fold, (_, train, test) in enumerate(held_out_folds(protocol, clips.subjects, clips.datasets)):
         train_sets, train_labels = [sets[i] for i in train], [labels[i] for i in train]
         for i in test:
             predicted = predict_from_action_units(train_sets, train_labels, sets[i])

@@ -20,6 +20,7 @@ from mer_core.evaluation.ceiling import ORACLE_VARIANT
 from mer_core.evaluation.metrics import confusion_matrix, per_class_scores, summarize
 
 PROTOCOL = "leave-one-subject-out; last epoch of every fold; no choice made on the held-out subject"
+LODO_PROTOCOL = "leave-one-data-set-out; last epoch of every fold; no choice made on the held-out data set"
 
 
 def _by_seed(rows: list[dict], variant: str) -> dict[int, list[dict]]:
@@ -79,9 +80,10 @@ def variant_metrics(rows: list[dict], variant: str, composite: Callable[[str, st
     }
 
 
-def metrics_report(rows: list[dict], variant: str, composite: Callable[[str, str], str | None]) -> dict:
+def metrics_report(rows: list[dict], variant: str, composite: Callable[[str, str], str | None],
+                   protocol: str = PROTOCOL) -> dict:
     """`reports/metrics.json`: the shipped variant's figures; `uf1`, `uar`, `accuracy` at the top."""
-    return {"variant": variant, "protocol": PROTOCOL, **variant_metrics(rows, variant, composite)}
+    return {"variant": variant, "protocol": protocol, **variant_metrics(rows, variant, composite)}
 
 
 BASELINES = frozenset(get_args(BaselineVariant))
@@ -89,7 +91,7 @@ FROM_SCRATCH = "scratch_e2e"
 
 
 def ablation_report(rows: list[dict], variants: list[str], shipped: str | None = None,
-                    tuning: dict | None = None) -> dict:
+                    tuning: dict | None = None, protocol: str = PROTOCOL) -> dict:
     """`reports/ablation.json`: UF1/UAR/accuracy (mean ± std over the same seeds and folds)
     per variant, each one's gain over training from scratch, the strongest baseline and
     the shipped variant's margin over it, the AU-oracle ceiling, and where the settings
@@ -106,7 +108,7 @@ def ablation_report(rows: list[dict], variants: list[str], shipped: str | None =
     oracle = _by_seed(rows, ORACLE_VARIANT)
     ceiling = _scores(oracle[min(oracle)]) if oracle else None
     report = {
-        "protocol": PROTOCOL,
+        "protocol": protocol,
         "variants": table,
         "ceiling": None if ceiling is None else {
             "uf1": round(ceiling["uf1"], 4), "uar": round(ceiling["uar"], 4),
@@ -125,15 +127,17 @@ def ablation_report(rows: list[dict], variants: list[str], shipped: str | None =
 
 
 def evaluation_reports(rows: list[dict], variant: str, ablation: list[str], adapters: dict[str, str],
-                       tuning: dict | None = None) -> tuple[dict, dict]:
-    """(`metrics.json`, `ablation.json`) of the LOSO predictions; `adapters` maps each data
+                       tuning: dict | None = None, protocol: str = "loso") -> tuple[dict, dict]:
+    """(`metrics.json`, `ablation.json`) of the held-out predictions; `adapters` maps each data
     set to its adapter, which says how its labels map onto the MEGC composite; `tuning`
-    says where the settings were chosen (both reports record it)."""
+    says where the settings were chosen (both reports record it); `protocol` is
+    `finetune.protocol` (loso or lodo: per data set is then per held-out data set)."""
     def composite(dataset: str, label: str | None) -> str | None:
         return composite_label(adapters[dataset], label)
 
-    metrics = {**metrics_report(rows, variant, composite), "tuning": tuning}
-    return metrics, ablation_report(rows, ablation, variant, tuning)
+    described = LODO_PROTOCOL if protocol == "lodo" else PROTOCOL
+    metrics = {**metrics_report(rows, variant, composite, described), "tuning": tuning}
+    return metrics, ablation_report(rows, ablation, variant, tuning, described)
 
 
 def write_confusion(rows: list[dict], variant: str, plots_dir: Path, title: str) -> list[Path]:

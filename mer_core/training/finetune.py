@@ -1,5 +1,6 @@
 """Fine-tuning under leave-one-subject-out: MIACNet from each pre-training, end to end or as
 a frozen-encoder probe, the baselines beside it, and the final model on all subjects.
+`finetune.protocol: lodo` leaves one data set out instead (same code, other folds).
 
 The protocol never looks at the held-out subject: every fold trains for the configured
 number of epochs and predicts once with its last weights. The held-out predictions of
@@ -40,7 +41,7 @@ from mer_core.data.training_sets import MicroClips, load_micro_clips
 from mer_core.evaluation.ceiling import au_oracle_predictions
 from mer_core.evaluation.metrics import unweighted_f1
 from mer_core.evaluation.predictions import prediction_row
-from mer_core.evaluation.protocols import inner_subject_split, leave_one_subject_out
+from mer_core.evaluation.protocols import held_out_folds, inner_subject_split
 from mer_core.models.classical import CLASSICAL_BASELINES
 from mer_core.models.encoders import mirror_flow, reads_motion
 from mer_core.models.flow_cnn import STSTNet
@@ -239,6 +240,11 @@ def inner_selected_epochs(setup: FoldSetup, clips: MicroClips, train: list[int],
     return 1 + int(np.argmax(scores))
 
 
+def folds_of(clips: MicroClips, protocol: str) -> list[tuple[str, list[int], list[int]]]:
+    """The held-out folds of `protocol` (`finetune.protocol`: loso or lodo) over these clips."""
+    return held_out_folds(protocol, clips.subjects, clips.datasets)
+
+
 def fold_rows(clips: MicroClips, fold: int, test: list[int], per_epoch: list[torch.Tensor], variant: str,
               seed: int) -> list[dict]:
     """The prediction rows of one fold's held-out clips."""
@@ -255,7 +261,7 @@ def run_loso(setup: FoldSetup, clips: MicroClips, variant: str, seed: int) -> tu
     started = time.perf_counter()
     tokens = encode_clips(setup.build(len(clips.classes)), clips) if setup.protocol == "probe" else None
     rows, folds = [], []
-    for fold, (held_out, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
+    for fold, (held_out, train, test) in enumerate(folds_of(clips, setup.params.protocol)):
         trained = setup
         if setup.params.epoch_selection == "inner_subjects":
             trained = setup.with_epochs(inner_selected_epochs(setup, clips, train, seed * 1000 + fold, generator,
@@ -268,7 +274,8 @@ def run_loso(setup: FoldSetup, clips: MicroClips, variant: str, seed: int) -> tu
 
 
 # --------------------------------------------------------------------------- baselines
-def run_classical_loso(name: str, clips: MicroClips, seed: int) -> tuple[list[dict], list[dict], float]:
+def run_classical_loso(name: str, clips: MicroClips, seed: int, protocol: str = "loso"
+                       ) -> tuple[list[dict], list[dict], float]:
     """A classical baseline under the same folds: features once per clip, a classifier per fold."""
     baseline = CLASSICAL_BASELINES[name]
     started = time.perf_counter()
@@ -277,7 +284,7 @@ def run_classical_loso(name: str, clips: MicroClips, seed: int) -> tuple[list[di
                          for i in range(len(clips))])
     labels = np.array([clips.classes[int(k)] for k in clips.labels])
     rows, folds = [], []
-    for fold, (held_out, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
+    for fold, (held_out, train, test) in enumerate(folds_of(clips, protocol)):
         model = baseline.classifier(seed).fit(features[train], labels[train])
         predicted = model.predict(features[test])
         probabilities = torch.tensor([[float(c == p) for c in clips.classes] for p in predicted])
@@ -293,7 +300,7 @@ def run_flow_cnn_loso(params: FinetuneParams, clips: MicroClips, seed: int, devi
     started = time.perf_counter()
     motion = clips.motion_at(torch.arange(len(clips)), clips.apex_index)  # (N, 3, H, W)
     rows, folds = [], []
-    for fold, (held_out, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
+    for fold, (held_out, train, test) in enumerate(folds_of(clips, params.protocol)):
         model = STSTNet(len(clips.classes), dropout=params.dropout).to(device)
         optimizer = engine.configure_optimizers(model.named_parameters(), params.lr, params.weight_decay)
 
@@ -401,7 +408,7 @@ def run_loso_job(job: LosoJob) -> dict:
     elif job.variant == "flow_cnn":
         rows, folds, seconds = run_flow_cnn_loso(p, clips, job.seed, device)
     else:
-        rows, folds, seconds = run_classical_loso(job.variant, clips, job.seed)
+        rows, folds, seconds = run_classical_loso(job.variant, clips, job.seed, p.protocol)
     result = {"rows": rows, "folds": folds, "seconds": round(seconds, 1), "classes": clips.classes}
     save_checkpoint(checkpoint, {"fingerprint": print_, "result": result})
     log.info("%s seed %d: %d folds in %.0f s", job.variant, job.seed, len(folds), seconds)
@@ -435,7 +442,7 @@ def run_finetuning(params: FinetuneParams, files: FinetuneFiles, datasets: list[
                 results.append(result)
     rows = [row for result in results for row in result["rows"]]
     clips = load_micro_clips(files.clips, datasets, params.label_column, files.features if inputs.reads_motion else None)
-    rows += au_oracle_predictions(clips)
+    rows += au_oracle_predictions(clips, params.protocol)
     report = {"device": str(device), "variants": variants, "seeds": params.seeds, "classes": clips.classes,
               "clips": len(clips), "subjects": len(set(clips.subjects)),
               "seconds": {f"{j.variant}/seed{j.seed}": r["seconds"] for j, r in zip(jobs, results)},

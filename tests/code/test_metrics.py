@@ -1,4 +1,4 @@
-"""UF1, UAR, accuracy against hand-computed cases; LOSO folds; the AU-oracle ceiling."""
+"""UF1, UAR, accuracy against hand-computed cases; LOSO and LODO folds; the AU-oracle ceiling."""
 
 import pytest
 from hypothesis import given
@@ -11,7 +11,12 @@ from mer_core.evaluation.metrics import (
     unweighted_average_recall,
     unweighted_f1,
 )
-from mer_core.evaluation.protocols import inner_subject_split, leave_one_subject_out
+from mer_core.evaluation.protocols import (
+    held_out_folds,
+    inner_subject_split,
+    leave_one_dataset_out,
+    leave_one_subject_out,
+)
 from mer_core.evaluation.report import oracle_best_epoch
 
 
@@ -48,6 +53,17 @@ def test_loso_folds_are_subject_disjoint_and_cover_every_clip(subjects):
         assert sorted(train + test) == list(range(len(subjects)))
         seen += test
     assert sorted(seen) == list(range(len(subjects)))
+
+
+def test_lodo_folds_hold_out_one_data_set_each():
+    subjects = ["casme2/s1", "casme2/s2", "samm/006", "smic/s1", "samm/007"]
+    datasets = [s.split("/")[0] for s in subjects]
+    folds = leave_one_dataset_out(datasets)
+    assert folds == [("casme2", [2, 3, 4], [0, 1]), ("samm", [0, 1, 3], [2, 4]), ("smic", [0, 1, 2, 4], [3])]
+    assert held_out_folds("lodo", subjects, datasets) == folds
+    assert len(held_out_folds("loso", subjects, datasets)) == 5
+    with pytest.raises(ValueError, match="needs two data sets or more"):
+        leave_one_dataset_out(["casme2", "casme2"])
 
 
 @given(st.lists(st.sampled_from(["s1", "s2", "s3", "s4", "s5"]), min_size=3, max_size=30),

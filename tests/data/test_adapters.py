@@ -703,9 +703,11 @@ def test_the_megc_list_decides_label3_and_reports_what_it_and_the_data_leave_out
 def test_every_adapter_has_native_labels_and_a_config_name():
     from typing import get_args
 
-    from mer_core.config import AdapterName
+    from mer_core.config import AdapterName, LabelMapping
+    from mer_core.data.labels import LABEL_MAPPINGS
 
     assert set(get_args(AdapterName)) == set(ADAPTERS)
+    assert set(get_args(LabelMapping)) == set(LABEL_MAPPINGS)
     assert set(NATIVE_LABELS) == set(ADAPTERS) - {"videos", "casme3_c"}  # free-form; no emotions
 
 

@@ -71,3 +71,25 @@ def test_the_flow_cnn_learns_a_planted_motion_and_its_mirror_keeps_the_class():
     assert (model(motion).argmax(1) == labels).all()
     # up and down survive a left-right mirror
     assert (model(mirror_flow(motion)).argmax(1) == labels).float().mean() >= 0.75
+
+
+def test_a_baseline_under_lodo_trains_on_one_data_set_and_is_scored_on_the_other():
+    from mer_core.data.training_sets import MicroClips
+    from mer_core.evaluation.report import evaluation_reports
+    from mer_core.training.finetune import run_classical_loso
+
+    directions = [1, -1] * 12
+    datasets = ["lab_a"] * 12 + ["lab_b"] * 12  # the same motion filmed in two labs
+    clips = MicroClips(clip_ids=[f"c{i}" for i in range(24)], datasets=datasets,
+                       subjects=[f"{d}/s{i % 3}" for i, d in enumerate(datasets)],
+                       labels=torch.tensor([int(d == -1) for d in directions]), classes=["down", "up"],
+                       frames=torch.from_numpy(np.stack([_clip(d, seed) for seed, d in enumerate(directions)])),
+                       apex_index=torch.full((24,), 2), action_units=[""] * 24)
+    rows, folds, _ = run_classical_loso("difference_lr", clips, seed=0, protocol="lodo")
+    assert [(f["held_out"], f["clips"]) for f in folds] == [("lab_a", 12), ("lab_b", 12)]
+    assert {r["fold"]: r["dataset"] for r in rows} == {0: "lab_a", 1: "lab_b"}
+    metrics, ablation = evaluation_reports(rows, "difference_lr", [], {"lab_a": "videos", "lab_b": "videos"},
+                                           protocol="lodo")
+    assert metrics["protocol"].startswith("leave-one-data-set-out") and ablation["protocol"] == metrics["protocol"]
+    assert set(metrics["per_dataset"]) == {"lab_a", "lab_b"} and metrics["clips"] == 24
+    assert metrics["uf1"] >= 0.9 and all(d["uf1"] >= 0.9 for d in metrics["per_dataset"].values())
