@@ -245,7 +245,7 @@ def evaluate(params: Path = ParamsOption) -> None:
     tuning = {"tuned_on_seeds": p.tuning.synthesize_seeds, "reported_on_seed": p.synthesize.seed}
     metrics, ablation = rep.evaluation_reports(rows, variant, p.finetune.ablation,
                                                {d.name: d.adapter for d in p.ingest.datasets}, tuning,
-                                               p.finetune.protocol)
+                                               p.finetune.protocol, p.finetune.au_variants, p.finetune.au_set)
     write_json(paths.metrics, metrics)
     write_json(paths.ablation, ablation)
     pictures = rep.write_confusion(rows, variant, paths.plots, f"{variant}, LOSO, seed {min(p.finetune.seeds)}")

@@ -160,6 +160,8 @@ PretrainVariant = Literal["ma2mi", "contrastive", "both"]
 LearnedVariant = Literal["scratch_e2e", "ma2mi_e2e", "contrastive_e2e", "both_e2e",
                          "scratch_probe", "ma2mi_probe", "contrastive_probe", "both_probe"]
 BaselineVariant = Literal["lbp_top_svm", "flow_strain_lr", "difference_lr", "flow_cnn"]
+# Rows of the action-unit task (mer_core/training/action_units.py), beside the emotion rows.
+AUVariant = Literal["au_flow_lr", "au_miacnet"]
 PROTOCOLS = ("e2e", "probe")
 
 
@@ -232,6 +234,10 @@ class FinetuneParams(_Section):
     # Folds: `loso` leaves one subject out, `lodo` one data set (train on the others; with
     # several micro data sets and a label column they share, e.g. label3).
     protocol: Literal["loso", "lodo"] = "loso"
+    # The action-unit task under the same folds: its rows, and the AU set they score
+    # (mer_core/data/action_units.py: meb12, 4dme, synthetic).
+    au_variants: list[AUVariant] = []
+    au_set: Literal["meb12", "4dme", "synthetic"] = "meb12"
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(32, ge=2)
     lr: float = Field(3e-3, gt=0)

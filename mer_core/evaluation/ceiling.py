@@ -10,19 +10,14 @@ or of the most similar AU set seen (Jaccard) when its exact set never occurs the
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
+from mer_core.data.action_units import parse_action_units
 from mer_core.data.training_sets import MicroClips
 from mer_core.evaluation.predictions import prediction_row
 from mer_core.evaluation.protocols import held_out_folds
 
 ORACLE_VARIANT = "au_oracle"
-
-
-def parse_action_units(code: str) -> frozenset[int]:
-    """'R4+R7' → {4, 7}: AU numbers, laterality dropped (a one-sided AU means the same class)."""
-    return frozenset(int(n) for n in re.findall(r"\d+", code or ""))
 
 
 def _jaccard(a: frozenset[int], b: frozenset[int]) -> float:
