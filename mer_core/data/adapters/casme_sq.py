@@ -11,7 +11,8 @@ clip is an interval of the video folder `rawpic/s<subject>/<subject>_<code>*`, f
 intervals become micro clips (sampled onset→apex→offset); macro intervals become macro
 clips for pre-training (frames spread evenly over the interval). Labels: the emotion
 column in lower case (negative, positive, surprise, others; unconfirmed vocabulary, so
-`labels` may allow others). 30 fps.
+`labels` may allow others). 30 fps. Sheet corrections are keyed by the subject and video
+cells of the first worksheet.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ makes a micro clip (sampled onset→apex→offset), `Macro` a macro clip for pre
 as in SAMM. The long-video sheet codes no emotion: as MEAN does, a micro interval takes the
 Estimated Emotion of its Filename in the SAMM micro sheet (`SAMM*Micro_FACS_Codes*`) when
 that sheet is in the root; otherwise, and for macro intervals, clips stay unlabelled. 200 fps.
+Sheet corrections are keyed by Subject and Filename (dataset `samm_long`).
 """
 
 from __future__ import annotations
