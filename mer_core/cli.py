@@ -81,10 +81,11 @@ def _read_json(path: Path, produced_by: str) -> dict:
 
 
 def _clip_dirs(params, kind: str) -> list[Path]:
-    """The processed clip folders of every `kind` data set; a params error when there is none."""
+    """The processed clip folders of every `kind` data set (long videos hold both kinds); a
+    params error when there is none."""
     from mer_core.data.store import CLIPS_DIR
 
-    names = [d.name for d in params.ingest.datasets if d.kind == kind]
+    names = [d.name for d in params.ingest.datasets if d.kind in (kind, "long")]
     if not names:
         raise ParamsError(f"ingest.datasets has no {kind} data set")
     return [params.paths.processed / CLIPS_DIR / name for name in names]
@@ -270,7 +271,8 @@ def evaluate(params: Path = ParamsOption) -> None:
     rows = read_predictions(paths.predictions)
     tuning = {"tuned_on_seeds": p.tuning.synthesize_seeds, "reported_on_seed": p.synthesize.seed}
     metrics, ablation = rep.evaluation_reports(rows, variant, p.finetune.ablation,
-                                               {d.name: d.adapter for d in p.ingest.datasets}, tuning)
+                                               {d.name: d.adapter for d in p.ingest.datasets}, tuning,
+                                               p.finetune.protocol, p.finetune.au_variants, p.finetune.au_set)
     write_json(paths.metrics, metrics)
     write_json(paths.ablation, ablation)
     pictures = write_plots(rows, variant, _read_json(paths.pretrain_report, "pretrain"),
@@ -295,7 +297,8 @@ def register(params: Path = ParamsOption) -> None:
     paths, dirs = p.paths, _clip_dirs(p, "micro")
     metrics, ablation = _read_json(paths.metrics, "evaluate"), _read_json(paths.ablation, "evaluate")
     _, meta = load_final_model(paths.final_model)
-    protocol, version = protocol_id(meta["label_column"], [d.name for d in dirs], meta["classes"]), data_version(dirs)
+    protocol = protocol_id(meta["label_column"], [d.name for d in dirs], meta["classes"], p.finetune.protocol)
+    version = data_version(dirs)
     card = model_card_markdown(
         model_name=p.register_.model_name, variant=meta["variant"], classes=meta["classes"],
         datasets={d.name: d.adapter for d in p.ingest.datasets}, protocol=protocol, data_version=version,

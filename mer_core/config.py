@@ -73,7 +73,13 @@ class SynthesizeParams(_Section):
     nuisance: Nuisance = Nuisance()
 
 
-AdapterName = Literal["casme2", "samm", "smic", "casme3", "mmew", "ckplus", "videos"]
+AdapterName = Literal["casme2", "samm", "smic", "casme3", "mmew", "ckplus", "videos", "4dme", "casme3_c",
+                      "casme_sq", "samm_long", "dfew", "affwild2", "casme"]
+# Protocols a data set may be read under, `<adapter>_<classes>` (mer_core/data/labels.py LABEL_MAPPINGS).
+LabelMapping = Literal["casme3_4class", "casme3_3class", "casme2_3class"]
+# Long videos hold micro and macro intervals: their data sets are of kind `long`, and feed
+# fine-tuning (micro clips) and pre-training (macro clips) both.
+LONG_VIDEO_ADAPTERS = frozenset({"casme_sq", "samm_long"})
 
 
 class DatasetSource(_Section):
@@ -82,10 +88,27 @@ class DatasetSource(_Section):
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     adapter: AdapterName
     root: Path
-    kind: Literal["macro", "micro"]
+    kind: Literal["macro", "micro", "long"]
     annotation: str | None = None  # file name inside root; the adapter's default if None
     fps: float | None = Field(None, gt=0)  # frame rate of image sequences; the adapter's default if None
     labels: list[str] | None = None  # allowed native labels; the adapter's own set if None
+    # Read the labels under another protocol's classes (mer_core/data/labels.py LABEL_MAPPINGS),
+    # e.g. casme3_4class; None: the native classes.
+    label_mapping: LabelMapping | None = None
+
+    @model_validator(mode="after")
+    def _long_videos(self) -> "DatasetSource":
+        if (self.kind == "long") != (self.adapter in LONG_VIDEO_ADAPTERS):
+            raise ValueError(f"kind 'long' is for the long-video adapters {sorted(LONG_VIDEO_ADAPTERS)} and only "
+                             f"them (adapter {self.adapter!r}, kind {self.kind!r})")
+        return self
+
+    @model_validator(mode="after")
+    def _mapping_of_this_adapter(self) -> "DatasetSource":
+        if self.label_mapping is not None and self.label_mapping.rsplit("_", 1)[0] != self.adapter:
+            raise ValueError(f"label_mapping {self.label_mapping!r} is not one for adapter {self.adapter!r} "
+                             f"(mappings are named <adapter>_<classes>)")
+        return self
 
 
 class IngestParams(_Section):
@@ -115,6 +138,9 @@ class IngestParams(_Section):
     rows_per_shard: int = Field(512, ge=1)
     row_group_size: int = Field(64, ge=1)
     workers: int = Field(2, ge=1)
+    # The official MEGC 2019 list (dataset, subject, filename, class; no header) as the
+    # authority on `label3` for the data sets it lists; None: the label mapping decides.
+    composite_list: Path | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> "IngestParams":
@@ -146,6 +172,8 @@ PretrainVariant = Literal["ma2mi", "contrastive", "both"]
 LearnedVariant = Literal["scratch_e2e", "ma2mi_e2e", "contrastive_e2e", "both_e2e",
                          "scratch_probe", "ma2mi_probe", "contrastive_probe", "both_probe"]
 BaselineVariant = Literal["lbp_top_svm", "flow_strain_lr", "difference_lr", "flow_cnn"]
+# Rows of the action-unit task (mer_core/training/action_units.py), beside the emotion rows.
+AUVariant = Literal["au_flow_lr", "au_miacnet"]
 PROTOCOLS = ("e2e", "probe")
 
 
@@ -222,6 +250,13 @@ class FinetuneParams(_Section):
         "lbp_top_svm", "flow_strain_lr", "difference_lr", "flow_cnn"]
     seeds: list[int] = Field([0, 1, 2], min_length=1)
     label_column: Literal["label", "label3"] = "label"
+    # Folds: `loso` leaves one subject out, `lodo` one data set (train on the others; with
+    # several micro data sets and a label column they share, e.g. label3).
+    protocol: Literal["loso", "lodo"] = "loso"
+    # The action-unit task under the same folds: its rows, and the AU set they score
+    # (mer_core/data/action_units.py: meb12, 4dme, synthetic).
+    au_variants: list[AUVariant] = []
+    au_set: Literal["meb12", "4dme", "synthetic"] = "meb12"
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(32, ge=2)
     lr: float = Field(3e-3, gt=0)
@@ -316,6 +351,14 @@ class Params(_Section):
         missing = needed - set(self.pretrain.variants)
         if missing:
             raise ValueError(f"finetune uses encoders {sorted(missing)} that pretrain.variants does not train")
+        return self
+
+    @model_validator(mode="after")
+    def _datasets_to_leave_out(self) -> "Params":
+        micro = [d.name for d in self.ingest.datasets if d.kind in ("micro", "long")]
+        if self.finetune.protocol == "lodo" and len(micro) < 2:
+            raise ValueError(f"finetune.protocol lodo leaves one data set out, and ingest.datasets has "
+                             f"{len(micro)} micro data set(s): {micro}")
         return self
 
 

@@ -243,6 +243,11 @@ def log_evaluation(session: TrackingSession, params: Params, metrics: dict, abla
         flat |= _flat_metrics(f"ablation.{variant}.", entry)
     if ceiling := ablation.get("ceiling"):
         flat |= _flat_metrics("ceiling.", ceiling)
+    units = ablation.get("action_units") or {}
+    for variant, entry in units.get("variants", {}).items():
+        flat |= _flat_metrics(f"action_units.{variant}.", entry)
+    for reference in ("ceiling", "always_on"):
+        flat |= _flat_metrics(f"action_units.{reference}.", units.get(reference, {}))
     return session.log_run("evaluate", params={"variant": metrics["variant"], "protocol": metrics["protocol"]},
                            metrics=flat, artifacts=artifacts)
 

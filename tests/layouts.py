@@ -22,6 +22,8 @@ FrameImage = Callable[[int], np.ndarray]
 CASME2_HEADER = ["Subject", "Filename", None, "OnsetFrame", "ApexFrame", "OffsetFrame", None, "Action Units",
                  "Estimated Emotion"]
 CASME2_SHEET = "CASME2-coding-20140508.xlsx"
+CASME_HEADER = ["Subject", "Filename", "OnsetF", "ApexF1", "OffsetF", "Duration", "Action Units", "Emotion"]
+CASME_SHEET = "CASME_label_Ver_2.xlsx"
 SAMM_HEADER = ["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex Frame", "Offset Frame", "Duration",
                "Micro", "Action Units", "Estimated Emotion", "Objective Classes", "Notes"]
 SAMM_SHEET = "SAMM_Micro_FACS_Codes_v2.xlsx"
@@ -35,6 +37,13 @@ CASME3_SHEET = "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"
 MMEW_HEADER = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units",
                "Estimated Emotion", "remarks"]
 MMEW_SHEET = "MMEW_Micro_Exp.xlsx"
+CASME3_C_HEADER = ["sub", "count", "au", "onset", "offset"]
+CASME3_C_SHEET = "CAS(ME)3_part_C_ME.xlsx"
+SAMM_LONG_HEADER = ["Subject", "Filename", "Onset", "Apex", "Offset", "Duration", "Type", "Action Units", "Notes"]
+SAMM_LONG_SHEET = "SAMM_LongVideos_V2_Release.xlsx"
+FOURDME_HEADER = ["sub_ID", "fold_name", "Emotion", "Onset", "Apex", "Offset", "AUs", "Positive", "Negative",
+                  "Surprise", "Repression", "Others", "AU1", "AU2", "AU4", "AU12"]
+FOURDME_SHEET = "4DME_Labelling_Micro_release v1.xlsx"
 
 
 def grey_image(n: int) -> np.ndarray:
@@ -71,6 +80,15 @@ def casme2_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
     return write_sheet(root / CASME2_SHEET, CASME2_HEADER, rows)
 
 
+def casme_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
+               frame_image: FrameImage = grey_image) -> Path:
+    """`sub01/EP01_5/EP01_5-1.jpg`; `frames` maps `subXX/EPxx_y` to frame numbers."""
+    for clip, numbers in frames.items():
+        name = clip.split("/")[-1]
+        write_images(root / clip, {n: f"{name}-{n}.jpg" for n in numbers}, frame_image)
+    return write_sheet(root / CASME_SHEET, CASME_HEADER, rows)
+
+
 def samm_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]], preamble: list[list] = SAMM_PREAMBLE,
               frame_image: FrameImage = grey_image) -> Path:
     """`006/006_1_2/006_05562.jpg`; `frames` maps `006/006_1_2` to frame numbers."""
@@ -90,6 +108,16 @@ def casme3_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
     return write_sheet(root / "annotation" / CASME3_SHEET, CASME3_HEADER, rows, title="label")
 
 
+def casme3_c_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
+                  frame_image: FrameImage = grey_image) -> Path:
+    """`C01/1/color/N.jpg` (the layout is undocumented; see the adapter); `frames` maps
+    `C01/1` to frame numbers, or `C01/1/.` to write the frames in the clip folder itself."""
+    for clip, numbers in frames.items():
+        folder = root / clip if clip.endswith("/.") else root / clip / "color"
+        write_images(folder, {n: f"{n}.jpg" for n in numbers}, frame_image)
+    return write_sheet(root / CASME3_C_SHEET, CASME3_C_HEADER, rows)
+
+
 def mmew_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
               frame_image: FrameImage = grey_image) -> Path:
     """`Micro_Expression/happiness/S01-01-001/1.jpg`; `frames` maps `happiness/S01-01-001`
@@ -97,6 +125,74 @@ def mmew_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]],
     for clip, numbers in frames.items():
         write_images(root / "Micro_Expression" / clip, {n: f"{n}.jpg" for n in numbers}, frame_image)
     return write_sheet(root / MMEW_SHEET, MMEW_HEADER, rows)
+
+
+def fourdme_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]], folder: str = "gray_micro",
+                 frame_image: FrameImage = grey_image) -> Path:
+    """`gray_micro/S01/fold1/N.jpg` (or another `folder`); `frames` maps `S01/fold1` to frame
+    numbers (the release's image names are not documented: `N.jpg` here)."""
+    for clip, numbers in frames.items():
+        write_images(root / folder / clip, {n: f"{n}.jpg" for n in numbers}, frame_image)
+    return write_sheet(root / FOURDME_SHEET, FOURDME_HEADER, rows)
+
+
+def casme_sq_tree(root: Path, rows: list[list], subjects: list[list], videos: list[list],
+                  frames: dict[str, Iterable[int]], frame_image: FrameImage = grey_image) -> Path:
+    """`rawpic/s15/15_0101disgustingteeth/img1.jpg` and `code_final.xlsx`: the coding rows on
+    a first worksheet without a header, then the subject and video naming worksheets as
+    given; `frames` maps `s15/15_0101disgustingteeth` to frame numbers."""
+    for video, numbers in frames.items():
+        write_images(root / "rawpic" / video, {n: f"img{n}.jpg" for n in numbers}, frame_image)
+    book = Workbook()
+    for k, (title, table) in enumerate((("Sheet1", rows), ("naming rule1", subjects), ("naming rule2", videos))):
+        sheet = book.active if k == 0 else book.create_sheet(title)
+        sheet.title = title
+        for row in table:
+            sheet.append(row)
+    root.mkdir(parents=True, exist_ok=True)
+    book.save(root / "CAS(ME)^2code_final.xlsx")
+    return root / "CAS(ME)^2code_final.xlsx"
+
+
+def samm_long_tree(root: Path, rows: list[list], frames: dict[str, Iterable[int]], micro_rows: list[list] = (),
+                   frame_image: FrameImage = grey_image) -> Path:
+    """`006_1/006_1_0001.jpg` and the long-video sheet under SAMM's preamble; with `micro_rows`,
+    the SAMM micro sheet beside it (where the emotions come from)."""
+    for video, numbers in frames.items():
+        write_images(root / video, {n: f"{video}_{n:04d}.jpg" for n in numbers}, frame_image)
+    if micro_rows:
+        write_sheet(root / SAMM_SHEET, SAMM_HEADER, micro_rows, SAMM_PREAMBLE)
+    return write_sheet(root / SAMM_LONG_SHEET, SAMM_LONG_HEADER, rows, SAMM_PREAMBLE[:10])
+
+
+def dfew_tree(root: Path, clips: dict[str, Iterable[int]], label_files: dict[str, str],
+              frame_image: FrameImage = grey_image) -> Path:
+    """`data_affine/single_label/data/00001/00001_00001.jpg` for each clip of `clips` (clip
+    number → frame numbers) and `label/<file>` with the text `label_files` gives; returns
+    the label folder."""
+    for clip, numbers in clips.items():
+        write_images(root / "data_affine/single_label/data" / clip, {n: f"{clip}_{n:05d}.jpg" for n in numbers},
+                     frame_image)
+    (root / "label").mkdir(parents=True, exist_ok=True)
+    for name, text in label_files.items():
+        (root / "label" / name).write_text(text)
+    return root / "label"
+
+
+AFFWILD2_HEADER = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other"
+
+
+def affwild2_tree(root: Path, videos: dict[str, tuple[str, list[int], Iterable[int]]],
+                  frame_image: FrameImage = grey_image) -> Path:
+    """`cropped_aligned/<video>/00001.jpg` and `Annotations/EXPR_Classification_Challenge/
+    <set>/<video>.txt`: `videos` maps a video to (its set folder, the class index of every
+    frame, the frame numbers that have an image). Returns the annotation folder."""
+    annotations = root / "Annotations/EXPR_Classification_Challenge"
+    for video, (split, classes, numbers) in videos.items():
+        write_images(root / "cropped_aligned" / video, {n: f"{n:05d}.jpg" for n in numbers}, frame_image)
+        (annotations / split).mkdir(parents=True, exist_ok=True)
+        (annotations / split / f"{video}.txt").write_text("\n".join([AFFWILD2_HEADER, *map(str, classes)]) + "\n")
+    return annotations
 
 
 def smic_tree(root: Path, clips: dict[str, Iterable[int]], frame_image: FrameImage = grey_image) -> Path:
@@ -137,6 +233,11 @@ def _casme2_one(root: Path) -> Path:
     return root
 
 
+def _casme_one(root: Path) -> Path:
+    casme_tree(root, [[1, "EP01_5", 10, 13, 18, 9, "4+9", "disgust"]], {"sub01/EP01_5": range(8, 20)})
+    return root
+
+
 def _samm_one(root: Path) -> Path:
     samm_tree(root, [[6, "006_1_2", 1, 5562, 5566, 5570, 9, "Micro - 1/2", "R12", "Happiness", 2, None]],
               {"006/006_1_2": range(5560, 5572)})
@@ -148,8 +249,43 @@ def _casme3_one(root: Path) -> Path:
     return root / "data"
 
 
+def _casme3_c_one(root: Path) -> Path:
+    casme3_c_tree(root, [["C01", 1, "4+L10", 30, 40]], {"C01/1": range(28, 42)})
+    return root
+
+
 def _mmew_one(root: Path) -> Path:
     mmew_tree(root, [["S01", "S01-01-001", 2, 5, 9, "12", "happiness", None]], {"happiness/S01-01-001": range(1, 12)})
+    return root
+
+
+def _fourdme_one(root: Path) -> Path:
+    fourdme_tree(root, [["S01", "fold1", "happy", 10, 13, 18, "AU12", 1, 0, 0, 0, 0, 0, 0, 0, 1]],
+                 {"S01/fold1": range(8, 20)})
+    return root
+
+
+CASME_SQ_NAMING = ([["subject 1", 15, 1]], [["0101", "disgust1"]])
+
+
+def _casme_sq_one(root: Path) -> Path:
+    casme_sq_tree(root, [[1, "disgust1_1", 100, 103, 108, "4+9", "negative", "micro-expression", "disgust"]],
+                  *CASME_SQ_NAMING, {"s15/15_0101disgustingteeth": range(98, 110)})
+    return root
+
+
+def _samm_long_one(root: Path) -> Path:
+    samm_long_tree(root, [[6, "006_1_1", 100, 103, 108, 9, "Micro - 1/2", "R12", None]], {"006_1": range(98, 110)})
+    return root
+
+
+def _dfew_one(root: Path) -> Path:
+    dfew_tree(root, {"00001": range(1, 13)}, {"single_testset_1.csv": "order,label\n1,5\n"})
+    return root
+
+
+def _affwild2_one(root: Path) -> Path:
+    affwild2_tree(root, {"1-30-1280x720": ("Train_Set", [4] * 12, range(1, 13))})
     return root
 
 
@@ -163,10 +299,17 @@ def _ckplus_one(root: Path) -> Path:
 
 
 ONE_CLIP_TREES: dict[str, tuple[Callable[[Path], Path], dict]] = {
+    "casme": (_casme_one, {}),
     "casme2": (_casme2_one, {}),
     "samm": (_samm_one, {}),
     "casme3": (_casme3_one, {"annotation": f"../annotation/{CASME3_SHEET}"}),
     "mmew": (_mmew_one, {}),
     "smic": (_smic_one, {}),
     "ckplus": (_ckplus_one, {}),
+    "4dme": (_fourdme_one, {}),
+    "casme3_c": (_casme3_c_one, {}),
+    "casme_sq": (_casme_sq_one, {"kind": "long"}),
+    "samm_long": (_samm_long_one, {"kind": "long"}),
+    "dfew": (_dfew_one, {}),
+    "affwild2": (_affwild2_one, {}),
 }

@@ -26,8 +26,9 @@ from tqdm import tqdm
 from mer_core.config import DatasetSource, IngestParams, ParamsError, validation_problems
 from mer_core.data.adapters import read_dataset
 from mer_core.data.adapters.sheets import RawClip
+from mer_core.data.corrections import CORRECTIONS_TABLE, Correction, load_corrections
 from mer_core.data.faces import LANDMARK_POINTS, AlignedClip, CropSettings, NoFaceError, align_window
-from mer_core.data.labels import composite_label
+from mer_core.data.labels import LABEL_MAPPINGS, CompositeList, composite_label, read_composite_list
 from mer_core.data.store import (
     CLIPS_DIR,
     REJECTED_FILE,
@@ -56,6 +57,7 @@ class ClipJob:
     kind: str
     clip: RawClip
     settings: CropSettings
+    label3: str | None = None  # the composite class (`protocol_labels`)
 
 
 @dataclass
@@ -179,14 +181,15 @@ def _row(job: ClipJob, where: str, numbers: list[int], aligned: AlignedClip, fps
         "clip_id": f"{job.dataset}/{where}",
         "dataset": job.dataset,
         "subject": clip.subject,
-        "kind": job.kind,
+        "kind": clip.kind or job.kind,
         "label": clip.label,
-        "label3": composite_label(job.adapter, clip.label),
+        "label3": job.label3,
         "onset": clip.onset,
         "apex": clip.apex,
         "offset": clip.offset,
         "fps": fps,
         "action_units": clip.action_units,
+        "corrections": clip.corrections,
         "frame_indices": numbers,
         "face_box": [int(round(v)) for v in aligned.face.box],
         "face_score": aligned.face.score,
@@ -199,10 +202,16 @@ def _row(job: ClipJob, where: str, numbers: list[int], aligned: AlignedClip, fps
 @dataclass
 class DatasetSummary:
     clips_listed: int = 0
+    corrected: int = 0  # clips whose sheet row the corrections table changed
     rows: int = 0
     rejected: int = 0
     frames_decoded: int = 0
     seconds: float = 0.0
+    # With a composite list that names this data set: its rows here, those no clip matched,
+    # and the clips it leaves out (their label3 is null).
+    composite_listed: int | None = None
+    composite_not_found: list[str] | None = None
+    composite_not_listed: list[str] | None = None
 
     @property
     def frames_per_second(self) -> float:
@@ -210,25 +219,73 @@ class DatasetSummary:
 
     def as_report(self) -> dict:
         """The summary as `reports/ingest.json` holds it, throughput included."""
-        return {**asdict(self), "frames_per_second": round(self.frames_per_second, 1)}
+        fields = {k: v for k, v in asdict(self).items() if v is not None}
+        return {**fields, "frames_per_second": round(self.frames_per_second, 1)}
 
     def describe(self, name: str) -> str:
-        return (f"{name}: {self.clips_listed} clips listed, {self.rows} rows, {self.rejected} rejected, "
+        line = (f"{name}: {self.clips_listed} clips listed, {self.rows} rows, {self.rejected} rejected, "
                 f"{self.frames_per_second:.0f} frames/s")
+        if self.composite_listed is not None:
+            line += (f"; composite list: {self.composite_listed} listed, {len(self.composite_not_found)} not found, "
+                     f"{len(self.composite_not_listed)} clips not listed")
+        return line
 
 
-def _ingest_dataset(source: DatasetSource, params: IngestParams, clips_dir: Path, pool
+def clip_filename(clip: RawClip) -> str:
+    """The clip's own folder or file name (`EP02_01f` of `sub01/EP02_01f frames 10-40`)."""
+    return Path(clip.item.split(" frames ")[0]).name
+
+
+def protocol_labels(source: DatasetSource, clips: list[RawClip], composite: CompositeList | None,
+                    summary: DatasetSummary) -> tuple[list[tuple[RawClip, str | None]], list[Rejection]]:
+    """Each clip with its label under the data set's `label_mapping` and its composite class
+    (`label3`): the composite list's when the list names this data set, else the label
+    mapping's. A class the mapping leaves out is a rejection; `summary` learns what the
+    list left out."""
+    mapping = LABEL_MAPPINGS[source.label_mapping] if source.label_mapping else None
+    listed = composite is not None and source.adapter in composite.datasets
+    labelled, rejections, not_listed = [], [], []
+    for clip in clips:
+        label3 = composite_label(source.adapter, clip.label)
+        if listed:
+            authority = composite.label_of(source.adapter, clip.subject, clip_filename(clip))
+            if authority is None:
+                not_listed.append(clip.item)
+            elif label3 is not None and authority != label3:
+                log.info("%s %s: the composite list says %s, its label %s maps to %s", source.name, clip.item,
+                         authority, clip.label, label3)
+            label3 = authority
+        if mapping is not None and clip.label is not None:
+            if clip.label not in mapping:
+                rejections.append(Rejection(source.name, clip.item, f"emotion {clip.label!r} is outside the "
+                                                                    f"{source.label_mapping} protocol"))
+                continue
+            clip = replace(clip, label=mapping[clip.label])
+        labelled.append((clip, label3))
+    if listed:
+        not_found = composite.not_found(source.adapter)
+        summary.composite_listed = sum(key[0] == source.adapter for key in composite.entries)
+        summary.composite_not_found, summary.composite_not_listed = not_found, not_listed
+        log.info("%s: the composite list names %d clips, %d not found; %d clips not listed", source.name,
+                 summary.composite_listed, len(not_found), len(not_listed))
+    return labelled, rejections
+
+
+def _ingest_dataset(source: DatasetSource, params: IngestParams, clips_dir: Path, pool,
+                    corrections: list[Correction], composite: CompositeList | None
                     ) -> tuple[DatasetSummary, list[Rejection]]:
     start = time.perf_counter()
     listing = read_dataset(source.adapter, source.name, source.root, annotation=source.annotation,
-                           fps=source.fps, frames_per_clip=params.frames_per_clip, labels=source.labels)
-    rejections = list(listing.rejections)
-    summary = DatasetSummary(clips_listed=len(listing.clips))
+                           fps=source.fps, frames_per_clip=params.frames_per_clip, labels=source.labels,
+                           corrections=corrections)
+    summary = DatasetSummary(clips_listed=len(listing.clips), corrected=sum(bool(c.corrections) for c in listing.clips))
+    labelled, rejections = protocol_labels(source, listing.clips, composite, summary)
+    rejections = [*listing.rejections, *rejections]
     writer = ShardWriter(clips_dir / source.name, clip_schema(params.frames_per_clip, params.crop_size,
                                                               landmarks=LANDMARK_POINTS[params.landmark_model]),
                          params.rows_per_shard, params.row_group_size)
     settings = CropSettings.from_params(params)
-    jobs = [ClipJob(source.name, source.adapter, source.kind, clip, settings) for clip in listing.clips]
+    jobs = [ClipJob(source.name, source.adapter, source.kind, clip, settings, label3) for clip, label3 in labelled]
     results = pool.map(process_clip, jobs, chunksize=4) if pool else map(process_clip, jobs)
     for outcome in tqdm(results, total=len(jobs), desc=f"ingest {source.name}", unit="clip", leave=False, disable=None):
         for row in outcome.rows:
@@ -253,7 +310,8 @@ def _without_root(rejection: Rejection, root: Path) -> Rejection:
 
 
 def ingest(params: IngestParams, out_dir: Path, sources: list[DatasetSource] | None = None,
-           keep_other_datasets: bool = False) -> dict[str, DatasetSummary]:
+           keep_other_datasets: bool = False, corrections: Path | None = CORRECTIONS_TABLE
+           ) -> dict[str, DatasetSummary]:
     """Ingest every data set into `out_dir/clips/<name>/` and `out_dir/rejected.parquet`.
 
     The whole of `out_dir` is built beside the old one and swapped in at the end, so an
@@ -263,12 +321,14 @@ def ingest(params: IngestParams, out_dir: Path, sources: list[DatasetSource] | N
     Args:
         keep_other_datasets: carry over the clips and rejections of data sets already in
             `out_dir` that `sources` does not name (an ad-hoc ingest adds, never deletes).
+        corrections: the sheet corrections table (mer_core/data/corrections.py); None: none.
     """
     sources = params.datasets if sources is None else sources
     if not sources:
         raise ParamsError("no data sets to ingest: ingest.datasets is empty")
     out_dir = Path(out_dir)
-    summaries, rejections = {}, []
+    summaries, rejections, table = {}, [], load_corrections(corrections)
+    composite = read_composite_list(params.composite_list) if params.composite_list else None
     with staged_directory(out_dir) as staged:
         if keep_other_datasets:
             rejections += _carry_over(out_dir, staged, {s.name for s in sources})
@@ -277,7 +337,8 @@ def ingest(params: IngestParams, out_dir: Path, sources: list[DatasetSource] | N
                                    initializer=_init_worker) if params.workers > 1 else None
         try:
             for source in sources:
-                summaries[source.name], rejected = _ingest_dataset(source, params, staged / CLIPS_DIR, pool)
+                summaries[source.name], rejected = _ingest_dataset(source, params, staged / CLIPS_DIR, pool, table,
+                                                                   composite)
                 rejections.extend(rejected)
         finally:
             if pool:

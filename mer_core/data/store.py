@@ -44,6 +44,7 @@ _METADATA_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("offset", pa.int32()),
     ("fps", pa.float32()),
     ("action_units", pa.string()),
+    ("corrections", pa.string()),  # what the sheet corrections table changed, null when nothing
     ("frame_indices", pa.list_(pa.int32())),  # source frame numbers of the T frames
     ("face_box", pa.list_(pa.int32(), 4)),  # x, y, w, h in source pixels
     ("face_score", pa.float32()),

@@ -76,13 +76,14 @@ def apex_position(frame_indices: list[int], apex: int | None) -> int:
     return int(np.argmin([abs(i - apex) for i in frame_indices]))
 
 
-def load_micro_clips(clips_dir: Path, datasets: list[str], label_column: str = "label",
+def load_micro_clips(clips_dir: Path, datasets: list[str], label_column: str | None = "label",
                      features_dir: Path | None = None) -> MicroClips:
     """Read the labelled micro clips of `datasets` from `clips_dir/<dataset>/`, and with
     `features_dir` their motion from `features_dir/<dataset>/` (matched by clip id).
 
     Clips without a label under `label_column` (e.g. classes outside the composite
-    protocol) are left out.
+    protocol) are left out; with `label_column` None every micro clip is read (the
+    action-unit task), an unlabelled one with label -1.
 
     Raises:
         ValueError: no labelled micro clip, or a clip without its motion.
@@ -94,7 +95,7 @@ def load_micro_clips(clips_dir: Path, datasets: list[str], label_column: str = "
         clip_frames = frames_to_numpy(table.column("frames"))  # (N, T, H, W, C)
         motion = read_motion(Path(features_dir) / dataset) if features_dir is not None else None
         for i, row in enumerate(table.drop_columns(["frames"]).to_pylist()):
-            if row["kind"] != "micro" or row[label_column] is None:
+            if row["kind"] != "micro" or (label_column is not None and row[label_column] is None):
                 continue
             rows.append(row)
             frames.append(clip_frames[i])
@@ -106,12 +107,13 @@ def load_micro_clips(clips_dir: Path, datasets: list[str], label_column: str = "
                 motions.append(motion[row["clip_id"]])
     if not rows:
         raise ValueError(f"no labelled micro clips under {clips_dir} for data sets {datasets}")
-    classes = sorted({r[label_column] for r in rows})
+    labels = [r[label_column or "label"] for r in rows]
+    classes = sorted({label for label in labels if label is not None})
     return MicroClips(
         clip_ids=[r["clip_id"] for r in rows],
         datasets=[r["dataset"] for r in rows],
         subjects=[f"{r['dataset']}/{r['subject']}" for r in rows],
-        labels=torch.tensor([classes.index(r[label_column]) for r in rows]),
+        labels=torch.tensor([classes.index(label) if label is not None else -1 for label in labels]),
         classes=classes,
         frames=torch.from_numpy(np.stack(frames)),
         apex_index=torch.tensor(apexes),

@@ -93,8 +93,9 @@ def _describe_failure(check: dict) -> str:
 
 
 def dataset_labels(datasets: list[DatasetSource]) -> dict[str, set[str]]:
-    """Data set name → the native labels it may carry, for the data sets whose labels are not free-form."""
-    labels = {d.name: allowed_labels(d.adapter, d.labels) for d in datasets}
+    """Data set name → the labels it may carry (its mapping's classes, else its native ones), for
+    the data sets whose labels are not free-form."""
+    labels = {d.name: allowed_labels(d.adapter, d.labels, d.label_mapping) for d in datasets}
     return {name: set(allowed) for name, allowed in labels.items() if allowed is not None}
 
 
@@ -314,7 +315,10 @@ def clip_expectations(params: ValidateParams, allowed_labels: dict[str, set[str]
         expect.ExpectColumnValuesToBeInSet(column="kind", value_set=list(KINDS), description="kind is macro or micro"),
         expect.ExpectColumnValuesToBeInSet(
             column="label3", value_set=list(COMPOSITE_CLASSES), description="composite label is a known class"),
-        expect.ExpectColumnValuesToNotBeNull(column="label", row_condition=micro, description="micro clips are labelled"),
+        # A micro clip without an emotion serves the action-unit task (CAS(ME)^3 part C codes no emotion).
+        expect.ExpectColumnValuesToNotBeNull(
+            column="label", row_condition=micro & Column("action_units").is_null(),
+            description="micro clips carry an emotion label or action units"),
     ]
     expectations += [
         expect.ExpectColumnValuesToBeInSet(

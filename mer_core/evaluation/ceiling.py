@@ -10,19 +10,14 @@ or of the most similar AU set seen (Jaccard) when its exact set never occurs the
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
+from mer_core.data.action_units import parse_action_units
 from mer_core.data.training_sets import MicroClips
 from mer_core.evaluation.predictions import prediction_row
-from mer_core.evaluation.protocols import leave_one_subject_out
+from mer_core.evaluation.protocols import held_out_folds
 
 ORACLE_VARIANT = "au_oracle"
-
-
-def parse_action_units(code: str) -> frozenset[int]:
-    """'R4+R7' → {4, 7}: AU numbers, laterality dropped (a one-sided AU means the same class)."""
-    return frozenset(int(n) for n in re.findall(r"\d+", code or ""))
 
 
 def _jaccard(a: frozenset[int], b: frozenset[int]) -> float:
@@ -37,12 +32,12 @@ def predict_from_action_units(train_sets: list[frozenset[int]], train_labels: li
     return min(votes, key=lambda label: (-votes[label], label))
 
 
-def au_oracle_predictions(clips: MicroClips) -> list[dict]:
-    """Prediction rows (`report.prediction_row`) of the AU oracle under LOSO."""
+def au_oracle_predictions(clips: MicroClips, protocol: str = "loso") -> list[dict]:
+    """Prediction rows (`report.prediction_row`) of the AU oracle under the folds of `protocol`."""
     sets = [parse_action_units(code) for code in clips.action_units]
     labels = [clips.classes[int(i)] for i in clips.labels]
     rows = []
-    for fold, (_, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
+    for fold, (_, train, test) in enumerate(held_out_folds(protocol, clips.subjects, clips.datasets)):
         train_sets, train_labels = [sets[i] for i in train], [labels[i] for i in train]
         for i in test:
             predicted = predict_from_action_units(train_sets, train_labels, sets[i])

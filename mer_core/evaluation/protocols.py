@@ -1,4 +1,5 @@
-"""Evaluation protocols: leave-one-subject-out folds over dataset-qualified subjects."""
+"""Evaluation protocols: leave-one-subject-out folds over dataset-qualified subjects, and
+leave-one-data-set-out folds (train on the other data sets, test on the one left out)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,29 @@ def leave_one_subject_out(subjects: list[str]) -> list[tuple[str, list[int], lis
     return folds
 
 
+def leave_one_dataset_out(datasets: list[str]) -> list[tuple[str, list[int], list[int]]]:
+    """LODO folds: (held-out data set, train indices, test indices), one per data set, sorted.
+
+    Raises:
+        ValueError: fewer than two data sets (nothing to train on).
+    """
+    if len(set(datasets)) < 2:
+        raise ValueError(f"leave-one-data-set-out needs two data sets or more, got {sorted(set(datasets))}")
+    return leave_one_subject_out(datasets)
+
+
+PROTOCOL_NAMES = {"loso": "leave-one-subject-out", "lodo": "leave-one-data-set-out"}
+
+
+def held_out_folds(protocol: str, subjects: list[str], datasets: list[str]) -> list[tuple[str, list[int], list[int]]]:
+    """The folds of `protocol` (`loso` or `lodo`) over clips of these subjects and data sets."""
+    if protocol == "lodo":
+        return leave_one_dataset_out(datasets)
+    if protocol == "loso":
+        return leave_one_subject_out(subjects)
+    raise ValueError(f"unknown protocol {protocol!r}; known: {sorted(PROTOCOL_NAMES)}")
+
+
 def inner_subject_split(subjects: list[str], train: list[int], fraction: float, seed: int
                         ) -> tuple[list[int], list[int]]:
     """Split one LOSO fold's training clips by subject: (inner-train, inner-validation).
@@ -34,8 +58,8 @@ def inner_subject_split(subjects: list[str], train: list[int], fraction: float, 
     return [i for i in train if subjects[i] not in held], [i for i in train if subjects[i] in held]
 
 
-def protocol_id(label_column: str, datasets: list[str], classes: list[str]) -> str:
-    """The name under which LOSO scores are comparable: same label column, data sets and
-    classes (`loso:label:synth_micro:disgust,happiness,...`). The promotion gate ranks
+def protocol_id(label_column: str, datasets: list[str], classes: list[str], protocol: str = "loso") -> str:
+    """The name under which scores are comparable: same protocol, label column, data sets
+    and classes (`loso:label:synth_micro:disgust,happiness,...`). The promotion gate ranks
     only models of one protocol."""
-    return f"loso:{label_column}:{'+'.join(sorted(datasets))}:{','.join(classes)}"
+    return f"{protocol}:{label_column}:{'+'.join(sorted(datasets))}:{','.join(classes)}"

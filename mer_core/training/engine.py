@@ -123,13 +123,18 @@ def set_lr(optimizer: torch.optim.Optimizer, scale: float) -> None:
         group["lr"] = group.setdefault("base_lr", group["lr"]) * scale
 
 
+def softmax(logits: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(logits, dim=-1)
+
+
 @torch.no_grad()
-def evaluate(logits_of_batch: Callable[[object], torch.Tensor], batches: Iterable, device: torch.device
-             ) -> torch.Tensor:
-    """Class probabilities (N, K) on the CPU, float32, over `batches` in order; the caller
-    puts its modules in eval mode."""
+def evaluate(logits_of_batch: Callable[[object], torch.Tensor], batches: Iterable, device: torch.device,
+             probabilities: Callable[[torch.Tensor], torch.Tensor] = softmax) -> torch.Tensor:
+    """Probabilities (N, K) on the CPU, float32, over `batches` in order: a softmax over
+    classes, or `probabilities` of the logits (a sigmoid per label for a multi-label head);
+    the caller puts its modules in eval mode."""
     parts = []
     for batch in batches:
         with autocast(device):
-            parts.append(torch.softmax(logits_of_batch(batch).float(), dim=-1).cpu())
+            parts.append(probabilities(logits_of_batch(batch).float()).cpu())
     return torch.cat(parts)

@@ -1,5 +1,6 @@
 """Fine-tuning under leave-one-subject-out: MIACNet from each pre-training, end to end or as
 a frozen-encoder probe, the baselines beside it, and the final model on all subjects.
+`finetune.protocol: lodo` leaves one data set out instead (same code, other folds).
 
 The protocol never looks at the held-out subject: every fold trains for the configured
 number of epochs and predicts once with its last weights. The held-out predictions of
@@ -29,18 +30,19 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mer_core.config import FinetuneParams, Params, PathsParams, learned_variant
+from mer_core.config import AUVariant, FinetuneParams, Params, PathsParams, learned_variant
 from mer_core.data.store import CLIPS_DIR, data_version
 from mer_core.data.training_sets import MicroClips, load_micro_clips
 from mer_core.evaluation.ceiling import au_oracle_predictions
 from mer_core.evaluation.metrics import unweighted_f1
 from mer_core.evaluation.predictions import prediction_row
-from mer_core.evaluation.protocols import inner_subject_split, leave_one_subject_out
+from mer_core.evaluation.protocols import held_out_folds, inner_subject_split
 from mer_core.models.classical import CLASSICAL_BASELINES
 from mer_core.models.encoders import mirror_flow, reads_motion
 from mer_core.models.flow_cnn import STSTNet
@@ -159,23 +161,38 @@ def augmented_pairs(clips: MicroClips, rows: torch.Tensor, generator: torch.Gene
     return onset, peak, motion
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What a head learns when it is not the class-balanced emotion classifier (the action-unit
+    task): its outputs, the loss of a batch's logits, `loss(logits, rows)`, and the
+    probabilities of logits."""
+
+    outputs: int
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    probabilities: Callable[[torch.Tensor], torch.Tensor]
+
+
 def fit_and_predict(logits_of: Callable[[torch.Tensor, bool], torch.Tensor], optimizer: torch.optim.Optimizer,
                     epochs: int, batch_size: int, labels: torch.Tensor, num_classes: int, train: list[int],
                     generator: torch.Generator, device: torch.device, evaluate_on: list[int] | None = None,
-                    before_epoch: Callable[[int], None] = lambda epoch: None
+                    before_epoch: Callable[[int], None] = lambda epoch: None, objective: Objective | None = None
                     ) -> tuple[list[torch.Tensor], list[float]]:
-    """Train a classifier with a class-balanced loss for `epochs` (cosine schedule), then
-    return, per epoch, the probabilities on `evaluate_on` and the mean training loss.
+    """Train a classifier with a class-balanced loss (or `objective`'s) for `epochs` (cosine
+    schedule), then return, per epoch, the probabilities on `evaluate_on` and the mean
+    training loss.
 
     `logits_of(rows, training)` gives the logits of clips `rows`, augmented when `training`;
     `before_epoch(epoch)` sets modes and freezes (it runs before each epoch's `train()`).
     """
     train_idx = torch.tensor(train)
-    weights = class_weights(labels[train_idx], num_classes).to(device)
+    if objective is None:
+        weights = class_weights(labels[train_idx], num_classes).to(device)
+        objective = Objective(num_classes, lambda logits, rows: F.cross_entropy(logits, labels[rows].to(device),
+                                                                                weight=weights), engine.softmax)
     per_epoch, losses = [], []
 
     def loss_of_batch(rows: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits_of(rows, True), labels[rows].to(device), weight=weights)
+        return objective.loss(logits_of(rows, True), rows)
 
     for epoch in range(epochs):
         engine.set_lr(optimizer, engine.cosine_lr(1.0, epoch, epochs, warmup=min(3, epochs // 5)))
@@ -185,20 +202,22 @@ def fit_and_predict(logits_of: Callable[[torch.Tensor, bool], torch.Tensor], opt
                                                              for i in range(0, len(order), batch_size)],
                                              optimizer, device)["loss"])
         if evaluate_on:
-            per_epoch.append(engine.evaluate(lambda rows: logits_of(rows, False), [torch.tensor(evaluate_on)], device))
+            per_epoch.append(engine.evaluate(lambda rows: logits_of(rows, False), [torch.tensor(evaluate_on)], device,
+                                             objective.probabilities))
     return per_epoch, losses
 
 
 def train_miacnet(setup: FoldSetup, clips: MicroClips, train: list[int], generator: torch.Generator,
-                  tokens: BranchTokens | None = None, evaluate_on: list[int] | None = None
-                  ) -> tuple[MIACNet, list[torch.Tensor], list[float]]:
-    """Train MIACNet on the `train` clips: over cached `tokens` (the probe protocol) or end to end.
+                  tokens: BranchTokens | None = None, evaluate_on: list[int] | None = None,
+                  objective: Objective | None = None) -> tuple[MIACNet, list[torch.Tensor], list[float]]:
+    """Train MIACNet on the `train` clips: over cached `tokens` (the probe protocol) or end to
+    end, for the clips' classes or for `objective` (its head then has `objective.outputs`).
 
     Returns:
         The model; per epoch, the probabilities (len(evaluate_on), K) on `evaluate_on`;
         the mean training loss of every epoch.
     """
-    model, p = setup.build(len(clips.classes)), setup.params
+    model, p = setup.build(objective.outputs if objective else len(clips.classes)), setup.params
     probe = tokens is not None
     encoders = ("position_encoder.", "action_encoder.")
     named = model.named_head_parameters() if probe else model.named_parameters()
@@ -223,7 +242,7 @@ def train_miacnet(setup: FoldSetup, clips: MicroClips, train: list[int], generat
 
     per_epoch, losses = fit_and_predict(logits_of, optimizer, p.epochs, p.batch_size, clips.labels,
                                         len(clips.classes), train, generator, setup.device, evaluate_on,
-                                        before_epoch)
+                                        before_epoch, objective)
     model.eval()
     return model, per_epoch, losses
 
@@ -237,6 +256,11 @@ def inner_selected_epochs(setup: FoldSetup, clips: MicroClips, train: list[int],
     actual = [clips.classes[int(clips.labels[i])] for i in inner_validation]
     scores = [unweighted_f1(actual, [clips.classes[int(k)] for k in p.argmax(1)]) for p in per_epoch]
     return 1 + int(np.argmax(scores))
+
+
+def folds_of(clips: MicroClips, protocol: str) -> list[tuple[str, list[int], list[int]]]:
+    """The held-out folds of `protocol` (`finetune.protocol`: loso or lodo) over these clips."""
+    return held_out_folds(protocol, clips.subjects, clips.datasets)
 
 
 def fold_rows(clips: MicroClips, fold: int, test: list[int], per_epoch: list[torch.Tensor], variant: str,
@@ -255,7 +279,7 @@ def run_loso(setup: FoldSetup, clips: MicroClips, variant: str, seed: int) -> tu
     started = time.perf_counter()
     tokens = encode_clips(setup.build(len(clips.classes)), clips) if setup.protocol == "probe" else None
     rows, folds = [], []
-    for fold, (held_out, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
+    for fold, (held_out, train, test) in enumerate(folds_of(clips, setup.params.protocol)):
         trained = setup
         if setup.params.epoch_selection == "inner_subjects":
             trained = setup.with_epochs(inner_selected_epochs(setup, clips, train, seed * 1000 + fold, generator,
@@ -268,7 +292,8 @@ def run_loso(setup: FoldSetup, clips: MicroClips, variant: str, seed: int) -> tu
 
 
 # --------------------------------------------------------------------------- baselines
-def run_classical_loso(name: str, clips: MicroClips, seed: int) -> tuple[list[dict], list[dict], float]:
+def run_classical_loso(name: str, clips: MicroClips, seed: int, protocol: str = "loso"
+                       ) -> tuple[list[dict], list[dict], float]:
     """A classical baseline under the same folds: features once per clip, a classifier per fold."""
     baseline = CLASSICAL_BASELINES[name]
     started = time.perf_counter()
@@ -277,7 +302,7 @@ def run_classical_loso(name: str, clips: MicroClips, seed: int) -> tuple[list[di
                          for i in range(len(clips))])
     labels = np.array([clips.classes[int(k)] for k in clips.labels])
     rows, folds = [], []
-    for fold, (held_out, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
+    for fold, (held_out, train, test) in enumerate(folds_of(clips, protocol)):
         model = baseline.classifier(seed).fit(features[train], labels[train])
         predicted = model.predict(features[test])
         probabilities = torch.tensor([[float(c == p) for c in clips.classes] for p in predicted])
@@ -293,7 +318,7 @@ def run_flow_cnn_loso(params: FinetuneParams, clips: MicroClips, seed: int, devi
     started = time.perf_counter()
     motion = clips.motion_at(torch.arange(len(clips)), clips.apex_index)  # (N, 3, H, W)
     rows, folds = [], []
-    for fold, (held_out, train, test) in enumerate(leave_one_subject_out(clips.subjects)):
+    for fold, (held_out, train, test) in enumerate(folds_of(clips, params.protocol)):
         model = STSTNet(len(clips.classes), dropout=params.dropout).to(device)
         optimizer = engine.configure_optimizers(model.named_parameters(), params.lr, params.weight_decay)
 
@@ -357,8 +382,9 @@ class LosoJob:
 
 
 # Settings that never change what a LOSO run computes: which variants and seeds the
-# stage runs (each job is one of them), and how it is parallelised.
-FINGERPRINT_EXCLUDES = frozenset({"variant", "ablation", "seeds", "device", "workers"})
+# stage runs (each job is one of them), and how it is parallelised. The AU set changes
+# only the AU rows, whose fingerprint adds it.
+FINGERPRINT_EXCLUDES = frozenset({"variant", "ablation", "seeds", "device", "workers", "au_variants", "au_set"})
 
 
 def _job_fingerprint(job: LosoJob, data: str) -> str:
@@ -369,6 +395,8 @@ def _job_fingerprint(job: LosoJob, data: str) -> str:
     learned = learned_variant(job.variant)
     encoder = job.files.encoders / f"{learned[0]}.pt" if learned and learned[0] != "scratch" else None
     encoder_version = hashlib.sha256(encoder.read_bytes()).hexdigest()[:16] if encoder else ""
+    if job.variant in get_args(AUVariant):
+        keys["au_set"] = job.params.au_set
     payload = {**keys, "variant": job.variant, "seed": job.seed, "encoder": job.inputs.encoder,
                "action_input": job.inputs.action_input,
                "encoder_version": encoder_version, "data": data, "datasets": job.datasets, "code": code_version()}
@@ -376,9 +404,9 @@ def _job_fingerprint(job: LosoJob, data: str) -> str:
 
 
 def _needs_motion(variant: str, inputs: ModelInputs) -> bool:
-    if learned_variant(variant) is not None:
+    if learned_variant(variant) is not None or variant == "au_miacnet":
         return inputs.reads_motion
-    return variant == "flow_cnn" or CLASSICAL_BASELINES[variant].reads_motion
+    return variant in ("flow_cnn", "au_flow_lr") or CLASSICAL_BASELINES[variant].reads_motion
 
 
 def run_loso_job(job: LosoJob) -> dict:
@@ -387,7 +415,8 @@ def run_loso_job(job: LosoJob) -> dict:
     torch.set_num_threads(job.threads)
     p, files = job.params, job.files
     features = files.features if _needs_motion(job.variant, job.inputs) else None
-    clips = load_micro_clips(files.clips, list(job.datasets), p.label_column, features)
+    au_task = job.variant in get_args(AUVariant)  # every AU-coded clip, labelled or not
+    clips = load_micro_clips(files.clips, list(job.datasets), None if au_task else p.label_column, features)
     checkpoint = files.checkpoints / f"{job.variant}-seed{job.seed}.pt"
     data = [files.clips / d for d in job.datasets] + ([features / d for d in job.datasets] if features else [])
     print_ = _job_fingerprint(job, data_version(data))
@@ -395,13 +424,18 @@ def run_loso_job(job: LosoJob) -> dict:
         log.info("%s seed %d: already done, reusing %s", job.variant, job.seed, checkpoint)
         return done["result"]
     device = engine.select_device(p.device)
-    if learned_variant(job.variant) is not None:
+    if au_task:
+        from mer_core.training.action_units import run_action_units  # the AU task builds on this module
+
+        setup = fold_setup(p, "scratch_e2e", job.inputs, clips.img_size, files.encoders, device)
+        rows, folds, seconds = run_action_units(job.variant, p, clips, setup, job.seed)
+    elif learned_variant(job.variant) is not None:
         setup = fold_setup(p, job.variant, job.inputs, clips.img_size, files.encoders, device)
         rows, folds, seconds = run_loso(setup, clips, job.variant, job.seed)
     elif job.variant == "flow_cnn":
         rows, folds, seconds = run_flow_cnn_loso(p, clips, job.seed, device)
     else:
-        rows, folds, seconds = run_classical_loso(job.variant, clips, job.seed)
+        rows, folds, seconds = run_classical_loso(job.variant, clips, job.seed, p.protocol)
     result = {"rows": rows, "folds": folds, "seconds": round(seconds, 1), "classes": clips.classes}
     save_checkpoint(checkpoint, {"fingerprint": print_, "result": result})
     log.info("%s seed %d: %d folds in %.0f s", job.variant, job.seed, len(folds), seconds)
@@ -423,7 +457,8 @@ def run_finetuning(params: FinetuneParams, files: FinetuneFiles, datasets: list[
     threads = max(1, (os.cpu_count() or 1) // workers)
     # The longest runs first, so that two workers finish together.
     jobs = sorted((LosoJob(params, files, v, seed, inputs, tuple(datasets), threads)
-                   for v in variants for seed in params.seeds), key=lambda j: learned_variant(j.variant) is None)
+                   for v in [*variants, *params.au_variants] for seed in params.seeds),
+                  key=lambda j: learned_variant(j.variant) is None and j.variant != "au_miacnet")
     if workers == 1:
         results = [run_loso_job(job) for job in jobs]
     else:
@@ -435,8 +470,9 @@ def run_finetuning(params: FinetuneParams, files: FinetuneFiles, datasets: list[
                 results.append(result)
     rows = [row for result in results for row in result["rows"]]
     clips = load_micro_clips(files.clips, datasets, params.label_column, files.features if inputs.reads_motion else None)
-    rows += au_oracle_predictions(clips)
-    report = {"device": str(device), "variants": variants, "seeds": params.seeds, "classes": clips.classes,
+    rows += au_oracle_predictions(clips, params.protocol)
+    report = {"device": str(device), "variants": variants, "au_variants": params.au_variants,
+              "au_set": params.au_set, "seeds": params.seeds, "classes": clips.classes,
               "clips": len(clips), "subjects": len(set(clips.subjects)),
               "seconds": {f"{j.variant}/seed{j.seed}": r["seconds"] for j, r in zip(jobs, results)},
               "folds": {f"{j.variant}/seed{j.seed}": r.get("folds", []) for j, r in zip(jobs, results)}}

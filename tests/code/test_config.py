@@ -105,3 +105,12 @@ def test_paths_move_under_a_root_together():
 
     moved = PathsParams().under(Path("/tmp/x"))
     assert moved.processed == Path("/tmp/x/data/processed") and moved.metrics == Path("/tmp/x/reports/metrics.json")
+
+
+def test_lodo_needs_two_micro_data_sets(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["finetune"]["protocol"] = "lodo"
+    with pytest.raises(ParamsError, match=r"lodo leaves one data set out, and ingest.datasets has 1 micro data set"):
+        load_params(_write(tmp_path, params))
+    params["ingest"]["datasets"].append({"name": "sq", "adapter": "casme_sq", "root": "x", "kind": "long"})
+    assert load_params(_write(tmp_path, params)).finetune.protocol == "lodo"

@@ -1,17 +1,25 @@
-"""UF1, UAR, accuracy against hand-computed cases; LOSO folds; the AU-oracle ceiling."""
+"""UF1, UAR, accuracy against hand-computed cases; LOSO and LODO folds; the AU-oracle ceiling."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mer_core.evaluation.ceiling import parse_action_units, predict_from_action_units
+from mer_core.data.action_units import AU_SETS, au_targets, parse_action_units
+from mer_core.evaluation.ceiling import predict_from_action_units
 from mer_core.evaluation.metrics import (
     accuracy,
     confusion_matrix,
+    mean_au_f1,
+    per_au_f1,
     unweighted_average_recall,
     unweighted_f1,
 )
-from mer_core.evaluation.protocols import inner_subject_split, leave_one_subject_out
+from mer_core.evaluation.protocols import (
+    held_out_folds,
+    inner_subject_split,
+    leave_one_dataset_out,
+    leave_one_subject_out,
+)
 from mer_core.evaluation.report import oracle_best_epoch
 
 
@@ -50,6 +58,17 @@ def test_loso_folds_are_subject_disjoint_and_cover_every_clip(subjects):
     assert sorted(seen) == list(range(len(subjects)))
 
 
+def test_lodo_folds_hold_out_one_data_set_each():
+    subjects = ["casme2/s1", "casme2/s2", "samm/006", "smic/s1", "samm/007"]
+    datasets = [s.split("/")[0] for s in subjects]
+    folds = leave_one_dataset_out(datasets)
+    assert folds == [("casme2", [2, 3, 4], [0, 1]), ("samm", [0, 1, 3], [2, 4]), ("smic", [0, 1, 2, 4], [3])]
+    assert held_out_folds("lodo", subjects, datasets) == folds
+    assert len(held_out_folds("loso", subjects, datasets)) == 5
+    with pytest.raises(ValueError, match="needs two data sets or more"):
+        leave_one_dataset_out(["casme2", "casme2"])
+
+
 @given(st.lists(st.sampled_from(["s1", "s2", "s3", "s4", "s5"]), min_size=3, max_size=30),
        st.floats(0.05, 0.95), st.integers(0, 99))
 def test_inner_splits_are_subject_disjoint_inside_the_training_fold(subjects, fraction, seed):
@@ -77,3 +96,30 @@ def test_oracle_best_epoch_picks_on_the_test_fold():
             {"fold": 1, "label": "b", "predicted": "a", "predicted_per_epoch": ["a", "b"]}]
     # The last epoch gets both wrong; picking each fold's best epoch on its own test clip gets both right.
     assert oracle_best_epoch(rows)["accuracy"] == 1.0
+
+
+def test_action_unit_codes_as_the_sheets_write_them():
+    assert parse_action_units("AU4+L10") == {4, 10}
+    assert parse_action_units("R12") == parse_action_units("12C") == parse_action_units("B12") == {12}
+    assert parse_action_units("AU12+AU6(k)") == {12} and parse_action_units("AU12+AU6(k)", keep_tagged=True) == {6, 12}
+    assert parse_action_units("4?+7") == {7} and parse_action_units("?") == frozenset()
+    assert parse_action_units("1+2, 5  25") == {1, 2, 5, 25} and parse_action_units("12.0") == {12}
+    assert parse_action_units(None) == parse_action_units("none") == parse_action_units("/") == frozenset()
+    assert au_targets(["R12+L14", "4+45", ""], "4dme").tolist() == [
+        [0, 0, 0, 0, 0, 1, 0, 0], [0, 0, 1, 0, 0, 0, 0, 1], [0] * 8]
+
+
+def test_the_synthetic_au_set_is_what_the_generator_moves():
+    from mer_core.data.synthetic import MICRO_RECIPES
+
+    assert set(AU_SETS["synthetic"]) == {au for recipes in MICRO_RECIPES.values() for r in recipes for au in r}
+    assert len(AU_SETS["meb12"]) == 12
+
+
+def test_per_au_f1_by_hand():
+    actual = [[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]]
+    predicted = [[1, 0, 1], [0, 1, 0], [0, 1, 0], [1, 0, 0]]
+    scores = per_au_f1(actual, predicted, ["AU1", "AU2", "AU4"])
+    # AU1: tp 1, fp 1, fn 1 → 1/2; AU2: tp 2 → 1; AU4: no clip shows it (fp 1): out of the mean.
+    assert [scores[n]["f1"] for n in ("AU1", "AU2", "AU4")] == [0.5, 1.0, 0.0]
+    assert scores["AU4"]["support"] == 0 and mean_au_f1(scores) == pytest.approx(0.75)

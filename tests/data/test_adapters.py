@@ -16,10 +16,17 @@ from mer_core.data.video import macro_windows, micro_frame_numbers
 from tests.layouts import (
     ONE_CLIP_TREES,
     SAMM_HEADER,
+    affwild2_tree,
     casme2_tree,
+    casme3_c_tree,
     casme3_tree,
+    casme_sq_tree,
+    casme_tree,
     ckplus_tree,
+    dfew_tree,
+    fourdme_tree,
     mmew_tree,
+    samm_long_tree,
     samm_tree,
     smic_tree,
     write_sheet,
@@ -72,6 +79,18 @@ def test_casme2_reads_good_rows_and_rejects_bad_ones(tmp_path):
     }
     assert "missing from sub02/EP06_01" in reasons["CASME2-coding-20140508.xlsx row 7"]
     assert "unknown emotion 'joy'" in reasons["CASME2-coding-20140508.xlsx row 8"]
+
+
+def test_casme_one_reads_its_sheet_with_the_midpoint_for_a_missing_apex(tmp_path):
+    casme_tree(tmp_path, rows=[[1, "EP01_5", 10, 13, 18, 9, "4+9", "Disgust"],
+                               ["sub01", "EP02_1", 20, "/", 30, 11, "1+2", "surprise"],
+                               [2, "EP01_1", 20, 25, 30, 11, "12", "happiness"]],  # not a CASME I class
+               frames={"sub01/EP01_5": range(8, 20), "sub01/EP02_1": range(20, 31), "sub02/EP01_1": range(20, 31)})
+    result = _read("casme", tmp_path)
+    assert [(c.item, c.subject, c.label, c.apex, c.fps) for c in result.clips] == [
+        ("sub01/EP01_5", "sub01", "disgust", 13, 60.0), ("sub01/EP02_1", "sub01", "surprise", 25, 60.0)]
+    assert result.clips[0].frames[0][1].name == "EP01_5-10.jpg"
+    assert "unknown emotion 'happiness'" in _reasons(result)["CASME_label_Ver_2.xlsx row 4"]
 
 
 def test_casme2_without_sheet_or_columns_is_a_clear_error(tmp_path):
@@ -390,6 +409,21 @@ def test_casme3_matches_case_and_keeps_expressions_of_one_recording_apart(tmp_pa
     assert len(reasons) == 7
 
 
+def test_casme3_part_c_clips_are_unlabelled_with_the_midpoint_apex(tmp_path):
+    casme3_c_tree(tmp_path, rows=[
+        ["C01", 1, "4+L10", 30, 40],
+        ["c01", "2", "12", 50, 61],  # frames in the clip folder itself; subject case differs
+        ["C01", 3, "12", 61, 50],  # onset after offset
+        ["C02", 1, "1+2", 1, 9],  # no such folder
+    ], frames={"C01/1": range(28, 42), "C01/2/.": range(50, 62)})
+    result = _read("casme3_c", tmp_path)
+    assert [(c.item, c.subject, c.label, c.onset, c.apex, c.offset, c.action_units) for c in result.clips] == [
+        ("C01/1", "C01", None, 30, 35, 40, "4+L10"), ("C01/2", "c01", None, 50, 55, 61, "12")]
+    assert result.clips[0].frames[0][1].as_posix().endswith("C01/1/color/30.jpg")
+    assert result.allowed_labels is None
+    assert list(_reasons(result).values()) == ["onset 61 is after offset 50", "clip folder C02/1 does not exist"]
+
+
 # --------------------------------------------------------------------------- MMEW
 def test_mmew_finds_clips_through_their_emotion_folder(tmp_path):
     mmew_tree(tmp_path, rows=[
@@ -419,6 +453,90 @@ def test_mmew_finds_clips_through_their_emotion_folder(tmp_path):
     assert "missing from Micro_Expression/happiness/S01-01-002" in reasons["MMEW_Micro_Exp.xlsx row 8"]
 
 
+# --------------------------------------------------------------------------- 4DME
+def test_fourdme_labels_from_the_class_columns_and_keeps_k_tagged_aus(tmp_path):
+    onehot = {"positive": [1, 0, 0, 0, 0], "negative": [0, 1, 0, 0, 0], "none": [0] * 5, "two": [1, 1, 0, 0, 0]}
+    fourdme_tree(tmp_path, rows=[
+        ["S01", "fold1", "happy", 10, 13, 18, "AU12+AU6(k)", *onehot["positive"], 0, 0, 0, 1],
+        ["S01", "fold2", "disgust", 20, 24, 30, "AU4+L10", *onehot["negative"], 0, 0, 1, 0],
+        ["S01", "fold3", "?", 20, 24, 30, "AU4", *onehot["none"], 0, 0, 1, 0],  # no class marked
+        ["S01", "fold4", "?", 20, 24, 30, "AU4", *onehot["two"], 0, 0, 1, 0],  # two classes marked
+        ["S02", "fold1", "happy", 10, 13, 18, "AU12", *onehot["positive"], 0, 0, 0, 1],  # no such folder
+    ], frames={"S01/fold1": range(8, 20), "S01/fold2": range(18, 32)}, folder="gray_micro_crop")
+    result = _read("4dme", tmp_path)
+    assert [(c.item, c.subject, c.label, c.apex, c.fps, c.action_units) for c in result.clips] == [
+        ("gray_micro_crop/S01/fold1", "S01", "positive", 13, 60.0, "AU12+AU6(k)"),
+        ("gray_micro_crop/S01/fold2", "S01", "negative", 24, 60.0, "AU4+L10")]
+    sheet = "4DME_Labelling_Micro_release v1.xlsx"
+    assert _reasons(result) == {
+        f"{sheet} row 4": "expected one of the class columns ['Positive', 'Negative', 'Surprise', 'Repression', "
+                          "'Others'] marked, found none",
+        f"{sheet} row 5": "expected one of the class columns ['Positive', 'Negative', 'Surprise', 'Repression', "
+                          "'Others'] marked, found ['Positive', 'Negative']",
+        f"{sheet} row 6": "clip folder gray_micro_crop/S02/fold1 does not exist"}
+    (tmp_path / "gray_micro_crop").rename(tmp_path / "elsewhere")
+    with pytest.raises(AnnotationError, match="no gray_micro or gray_micro_crop folder"):
+        _read("4dme", tmp_path)
+
+
+# --------------------------------------------------------------------------- long videos
+def test_casme_sq_intervals_become_micro_and_macro_clips(tmp_path):
+    casme_sq_tree(tmp_path, rows=[
+        [1, "disgust1_1", 100, 105, 110, "4+9", "negative", "micro-expression", "disgust"],
+        [1, "disgust1_2", 120, 140, 0, "4", "Negative", "macro-expression", "disgust"],  # offset 0: ends at the apex
+        [1, "anger1_1", 10, 12, 30, "4+7", "negative", "macro-expression", "anger"],  # video code 102 → 0102
+        [1, "disgust1_3", 150, 151, 152, "4", "negative", "macro-expression", ""],  # shorter than a window
+        [2, "anger1_1", 1, 2, 3, "4", "negative", "micro-expression", ""],  # subject not in the naming worksheet
+        [1, "happy9_1", 1, 2, 3, "12", "positive", "micro-expression", ""],  # video not in the naming worksheet
+        [1, "disgust1_4", 10, 12, 14, "4", "negative", "spotted", ""],  # neither micro nor macro
+        [None] * 9,  # blank
+    ], subjects=[["name", 15, 1]], videos=[["0101", "disgust1"], [102, "anger1"]],
+        frames={"s15/15_0101disgustingteeth": range(98, 160), "s15/15_0102angrywhale": range(5, 35)})
+    result = _read("casme_sq", tmp_path)
+    clips = [(c.item, c.subject, c.kind, c.label, c.onset, c.apex, c.offset, c.fps) for c in result.clips]
+    assert clips == [
+        ("rawpic/s15/15_0101disgustingteeth frames 100-110", "s15", "micro", "negative", 100, 105, 110, 30.0),
+        ("rawpic/s15/15_0101disgustingteeth frames 120-140", "s15", "macro", "negative", 120, 140, 140, 30.0),
+        ("rawpic/s15/15_0102angrywhale", "s15", "macro", "negative", 10, 12, 30, 30.0)]
+    assert _numbers(result.clips[0]) == micro_frame_numbers(100, 105, 110, 4)
+    assert _numbers(result.clips[1]) == [120, 127, 133, 140]  # a macro interval: evenly spread
+    assert list(_reasons(result).values()) == [
+        "macro interval 150-152 is shorter than 4 frames", "subject '2' is not in the subject naming worksheet",
+        "video 'happy9_1' (happy9) is not in the video naming worksheet",
+        "type 'spotted' is neither a micro- nor a macro-expression"]
+
+
+def test_samm_long_videos_take_micro_emotions_from_the_micro_sheet(tmp_path):
+    root = tmp_path / "SAMM_longvideos"
+    samm_long_tree(root, rows=[
+        [6, "006_1_1", 100, 105, 110, 11, "Micro - 1/2", "R12", None],
+        [6, "006_1_2", 200, -1, 260, 61, "Macro", "4+7", None],  # apex -1: the midpoint
+        [6, "006_1_3", 300, 305, 310, 11, "Micro - 1/2", "14", "not in the micro sheet"],
+        [6, "006_2_1", 1, 2, 3, 3, "Micro - 1/2", "4", None],  # no such video folder
+        [6, "0061", 1, 2, 3, 3, "Micro - 1/2", "4", None],  # not <subject>_<video>_<interval>
+    ], frames={"006_1": range(95, 315)},
+        micro_rows=[[6, "006_1_1", 1, 100, 105, 110, 11, "Micro - 1/2", "R12", "Happiness", 2, None]])
+    result = _read("samm_long", root)
+    assert [(c.item, c.subject, c.kind, c.label, c.apex, c.fps, c.action_units) for c in result.clips] == [
+        ("006_1 frames 100-110", "006", "micro", "happiness", 105, 200.0, "R12"),
+        ("006_1 frames 200-260", "006", "macro", None, 230, 200.0, "4+7"),
+        ("006_1 frames 300-310", "006", "micro", None, 305, 200.0, "14")]
+    assert result.clips[0].frames[0][1].name == "006_1_0100.jpg"
+    assert list(_reasons(result).values()) == ["clip folder 006_2 does not exist",
+                                               "Filename '0061' is not <subject>_<video>_<interval>"]
+
+
+def test_long_video_data_sets_are_of_kind_long():
+    from pydantic import ValidationError
+
+    from mer_core.config import DatasetSource
+
+    assert DatasetSource(name="c", adapter="casme_sq", root=Path("x"), kind="long").kind == "long"
+    for adapter, kind in (("casme_sq", "micro"), ("casme2", "long")):
+        with pytest.raises(ValidationError, match="kind 'long' is for the long-video adapters"):
+            DatasetSource(name="c", adapter=adapter, root=Path("x"), kind=kind)
+
+
 # --------------------------------------------------------------------------- CK+
 def test_ckplus_sequences_end_at_the_peak_labelled_or_not(tmp_path):
     ckplus_tree(tmp_path, sequences={"S005/001": 12, "S005/002": 10, "S010/001": 3, "S011/001": 8, "S011/002": 8,
@@ -437,6 +555,48 @@ def test_ckplus_sequences_end_at_the_peak_labelled_or_not(tmp_path):
     assert reasons["S011/003"].startswith("2 emotion files in Emotion/S011/003")
     assert reasons["Emotion/S099/001/S099_001_00000001_emotion.txt"] == "emotion label for a sequence with no images"
     assert len(reasons) == 5
+
+
+# --------------------------------------------------------------------------- DFEW, Aff-Wild2
+def test_dfew_labels_clips_from_every_fold_file(tmp_path):
+    dfew_tree(tmp_path, clips={"00001": range(1, 31), "00002": range(1, 17), "00003": range(1, 17),
+                               "00004": range(1, 3), "00005": range(1, 17)},
+              label_files={"single_trainset_1.csv": "order,label\n1,5\n2,1\n3,2\n",
+                           "single_testset_1.csv": "order,label\n5,7\n",
+                           "single_testset_2.csv": "order,label\n2,1\n3,6\nx,9\n"})  # 3: sad and disgust
+    result = _read("dfew", tmp_path)
+    assert [(c.item, c.subject, c.label, c.onset, c.offset, c.fps) for c in result.clips] == [
+        ("data_affine/single_label/data/00001", "00001", "surprise", 1, 30, 25.0),
+        ("data_affine/single_label/data/00002", "00002", "happy", 1, 16, 25.0),
+        ("data_affine/single_label/data/00003", "00003", None, 1, 16, 25.0),
+        ("data_affine/single_label/data/00005", "00005", "fear", 1, 16, 25.0)]
+    assert _numbers(result.clips[0]) == [12, 14, 16, 18]  # a window in the middle, stride 2
+    assert result.clips[0].frames[0][1].name == "00001_00012.jpg"
+    assert _reasons(result) == {
+        "single_trainset_1.csv row 4": "clip 3 is sad here but disgust in single_testset_2.csv row 3",
+        "single_testset_2.csv row 4": "expected a clip number and a code 1-7, got ['x', '9']",
+        "data_affine/single_label/data/00004": "clip data_affine/single_label/data/00004 has 2 frame(s), fewer than 4"}
+
+
+def test_affwild2_gives_a_clip_per_labelled_run_and_ignores_minus_one(tmp_path):
+    classes = [0] * 10 + [-1] * 5 + [4] * 12 + [6] * 3  # neutral, ignored, happiness, a short surprise
+    affwild2_tree(tmp_path, videos={
+        "10-60-1280x720_right": ("Train_Set", classes, [n for n in range(1, 31) if n != 20]),  # no face at frame 20
+        "10-60-1280x720_left": ("Validation_Set", [7] * 8, range(1, 9)),
+        "missing_video": ("Train_Set", [1] * 8, []),
+    })
+    (tmp_path / "Annotations/EXPR_Classification_Challenge/Train_Set/bad.txt").write_text("Neutral,Happy\n0\n")
+    result = _read("affwild2", tmp_path)
+    assert [(c.item, c.subject, c.label, c.onset, c.offset) for c in result.clips] == [
+        ("cropped_aligned/10-60-1280x720_right frames 1-10", "10-60-1280x720_right", "neutral", 1, 10),
+        ("cropped_aligned/10-60-1280x720_right frames 16-27", "10-60-1280x720_right", "happiness", 16, 27),
+        ("cropped_aligned/10-60-1280x720_left frames 1-8", "10-60-1280x720_left", "other", 1, 8)]
+    assert _numbers(result.clips[1]) == [18, 21, 23, 25]  # frames on disk only (20 has no face)
+    assert _reasons(result) == {
+        "Annotations/EXPR_Classification_Challenge/Train_Set/bad.txt":
+            "bad.txt: the first line is not Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other",
+        "Annotations/EXPR_Classification_Challenge/Train_Set/missing_video.txt":
+            "clip folder cropped_aligned/missing_video holds no numbered images"}
 
 
 # --------------------------------------------------------------------------- every adapter
@@ -484,13 +644,71 @@ def test_casme2_labels_select_the_five_class_protocol(tmp_path):
     assert [r.reason for r in result.rejections] == [f"emotion 'fear' is not among this data set's labels {five}"]
 
 
+def test_label_mappings_read_a_data_set_under_another_protocol(tmp_path):
+    from mer_core.config import DatasetSource
+    from mer_core.data.ingest import DatasetSummary, protocol_labels
+    from mer_core.data.labels import LABEL_MAPPINGS
+
+    casme3_tree(tmp_path, rows=[["spNO.1", "a", 100, 105, 110, "4", "", "anger"],
+                                ["spNO.1", "a", 120, 125, 130, "12", "", "happy"],
+                                ["spNO.1", "a", 140, 145, 150, "", "", "others"]], frames={"spNo.1/a": range(95, 155)})
+    listing = _read("casme3", tmp_path / "data", annotation="../annotation/cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx")
+    for mapping, expected in (("casme3_4class", ["negative", "positive", "others"]),
+                              ("casme3_3class", ["negative", "positive"])):
+        source = DatasetSource(name="c3", adapter="casme3", root=tmp_path, kind="micro", label_mapping=mapping)
+        labelled, rejections = protocol_labels(source, listing.clips, None, DatasetSummary())
+        assert [clip.label for clip, _ in labelled] == expected
+        assert [r.reason for r in rejections] == ([] if mapping == "casme3_4class" else
+                                                  ["emotion 'others' is outside the casme3_3class protocol"])
+    assert LABEL_MAPPINGS["casme2_3class"] == {"disgust": "negative", "repression": "negative",
+                                               "happiness": "positive", "surprise": "surprise"}  # the 145-clip variant
+    with pytest.raises(ValueError, match="label_mapping 'casme3_4class' is not one for adapter 'casme2'"):
+        DatasetSource(name="c2", adapter="casme2", root=tmp_path, kind="micro", label_mapping="casme3_4class")
+
+
+def test_the_megc_list_decides_label3_and_reports_what_it_and_the_data_leave_out(tmp_path, face_image):
+    from mer_core.config import DatasetSource, IngestParams
+    from mer_core.data.ingest import ingest
+    from mer_core.data.labels import CompositeListError, read_composite_list
+    from mer_core.data.store import CLIPS_DIR, read_clips
+
+    casme2_tree(tmp_path / "casme2", [[1, "EP02_01f", None, 10, 12, 15, None, "12", "happiness"],
+                                      [2, "EP03_02", None, 10, 12, 15, None, "14", "repression"],
+                                      [4, "EP12_01f", None, 10, 12, 15, None, "4", "disgust"]],
+                {"sub01/EP02_01f": range(10, 16), "sub02/EP03_02": range(10, 16), "sub04/EP12_01f": range(10, 16)},
+                frame_image=face_image)
+    samm_tree(tmp_path / "samm", [[6, "006_1_2", 1, 10, 12, 15, 6, "Micro - 1/2", "R12", "Happiness", 2, None]],
+              {"006/006_1_2": range(10, 16)}, frame_image=face_image)
+    # As published: no header, CRLF, SAMM subjects unpadded, CASME II names mostly without the `f`.
+    (tmp_path / "gt.csv").write_bytes(b"casme2,sub01,EP02_01,1\r\ncasme2,sub02,EP03_02,0\r\n"
+                                      b"casme2,sub05,EP01_01,2\r\nsamm,6,006_1_2,1\r\n")
+    sources = [DatasetSource(name="c2", adapter="casme2", root=tmp_path / "casme2", kind="micro"),
+               DatasetSource(name="sm", adapter="samm", root=tmp_path / "samm", kind="micro")]
+    params = IngestParams(datasets=sources, crop_size=32, frames_per_clip=4, workers=1,
+                          composite_list=tmp_path / "gt.csv")
+    summaries = ingest(params, tmp_path / "interim")
+    rows = read_clips(tmp_path / "interim" / CLIPS_DIR, columns=["source_path", "label", "label3"]).to_pylist()
+    assert sorted((r["source_path"], r["label"], r["label3"]) for r in rows) == [
+        ("006/006_1_2", "happiness", "positive"), ("sub01/EP02_01f", "happiness", "positive"),
+        ("sub02/EP03_02", "repression", "negative"), ("sub04/EP12_01f", "disgust", None)]  # left out by the list
+    report = summaries["c2"].as_report()
+    assert (report["composite_listed"], report["composite_not_found"], report["composite_not_listed"]) == (
+        3, ["casme2,5,ep1_1 (line 3)"], ["sub04/EP12_01f"])
+    assert summaries["sm"].as_report()["composite_not_listed"] == []
+    (tmp_path / "bad.csv").write_text("casme2,sub01,EP02_01,3\n")
+    with pytest.raises(CompositeListError, match="line 1: expected dataset, subject, filename, class 0/1/2"):
+        read_composite_list(tmp_path / "bad.csv")
+
+
 def test_every_adapter_has_native_labels_and_a_config_name():
     from typing import get_args
 
-    from mer_core.config import AdapterName
+    from mer_core.config import AdapterName, LabelMapping
+    from mer_core.data.labels import LABEL_MAPPINGS
 
     assert set(get_args(AdapterName)) == set(ADAPTERS)
-    assert set(NATIVE_LABELS) == set(ADAPTERS) - {"videos"}
+    assert set(get_args(LabelMapping)) == set(LABEL_MAPPINGS)
+    assert set(NATIVE_LABELS) == set(ADAPTERS) - {"videos", "casme3_c"}  # free-form; no emotions
 
 
 # --------------------------------------------------------------------------- through ingest
@@ -511,16 +729,71 @@ def test_samm_and_ckplus_fixtures_ingest_into_clip_rows(tmp_path, face_image):
     samm_tree(tmp_path / "samm", [[6, "006_1_2", 1, 5562, 5566, 5570, 9, "Micro - 1/2", "R12", "Happiness", 2, None],
                                   [6, "006_1_3", 1, 10, 12, 90, 9, "Micro - 1/2", "R12", "Happiness", 2, None]],
               {"006/006_1_2": range(5560, 5572)}, frame_image=face_image)
+    (tmp_path / "corrections.csv").write_text("dataset,subject,filename,field,old,new,source\n"
+                                              "samm,006,006_1_2,action_units,R12,R12+R14,test\n")
     ckplus_tree(tmp_path / "ckplus", {"S005/001": 9}, {"S005/001": "7.0"}, frame_image=face_image)
+    casme_sq_tree(tmp_path / "casme_sq", [[1, "disgust1_1", 100, 103, 106, "4", "negative", "micro-expression", ""],
+                                          [1, "disgust1_2", 108, 112, 0, "4", "negative", "macro-expression", ""]],
+                  [["x", 15, 1]], [["0101", "disgust1"]], {"s15/15_0101disgustingteeth": range(100, 113)},
+                  frame_image=face_image)
     sources = [DatasetSource(name="samm", adapter="samm", root=tmp_path / "samm", kind="micro"),
-               DatasetSource(name="ck", adapter="ckplus", root=tmp_path / "ckplus", kind="macro")]
+               DatasetSource(name="ck", adapter="ckplus", root=tmp_path / "ckplus", kind="macro"),
+               DatasetSource(name="sq", adapter="casme_sq", root=tmp_path / "casme_sq", kind="long")]
     params = IngestParams(datasets=sources, crop_size=32, frames_per_clip=4,
                           workers=1, rows_per_shard=8, row_group_size=4)
-    summaries = ingest(params, tmp_path / "interim")
-    rows = {r["dataset"]: r for r in read_clips(tmp_path / "interim" / CLIPS_DIR).drop_columns(["frames"]).to_pylist()}
+    summaries = ingest(params, tmp_path / "interim", corrections=tmp_path / "corrections.csv")
+    table = read_clips(tmp_path / "interim" / CLIPS_DIR).drop_columns(["frames"]).to_pylist()
+    assert sorted((r["kind"], r["onset"], r["offset"]) for r in table if r["dataset"] == "sq") == [
+        ("macro", 108, 112), ("micro", 100, 106)]  # a long video gives both kinds
+    rows = {r["dataset"]: r for r in table}
     assert summaries["samm"].rows == summaries["ck"].rows == 1 and summaries["samm"].rejected == 1
     samm, ck = rows["samm"], rows["ck"]
     assert (samm["kind"], samm["label"], samm["label3"], samm["fps"]) == ("micro", "happiness", "positive", 200.0)
+    assert (samm["action_units"], samm["corrections"], ck["corrections"]) == ("R12+R14", "action_units R12→R12+R14 (test)",
+                                                                              None)
+    assert summaries["samm"].corrected == 1
     assert samm["frame_indices"] == micro_frame_numbers(5562, 5566, 5570, 4)
     assert (ck["kind"], ck["label"], ck["label3"], ck["subject"]) == ("macro", "surprise", None, "S005")
     assert ck["frame_indices"] == [3, 5, 7, 9]
+
+
+# --------------------------------------------------------------------------- sheet corrections
+def _corrections(tmp_path, *rows: str):
+    from mer_core.data.corrections import load_corrections
+
+    path = tmp_path / "corrections.csv"
+    path.write_text("# a comment line\ndataset,subject,filename,field,old,new,source\n" + "\n".join(rows) + "\n")
+    return load_corrections(path)
+
+
+def test_sheet_corrections_apply_by_clip_whatever_the_row(tmp_path, caplog):
+    root = tmp_path / "casme2"
+    casme2_tree(root, [[1, "EP01_01", None, 10, 25, 16, None, "12", "happiness"],  # apex outside: corrected
+                       ["01", "EP01_02f", None, 10, 12, 16, None, "4", "disgust"],  # old value differs: left alone
+                       [2, "EP01_01", None, 10, 12, 16, None, "12", "happiness"]],
+                {f"sub0{s}/EP01_0{c}": range(10, 17) for s, c in ((1, 1), (2, 1))} | {"sub01/EP01_02f": range(10, 17)})
+    table = _corrections(tmp_path, "casme2,1,ep01_01,apex,25,13,test: row 2 apex",
+                         "casme2,001,EP01_02f,emotion,happiness,others,test: stale",
+                         "casme2,9,EP09_09,offset,,20,test: no such clip",
+                         "samm,1,EP01_01,apex,,11,test: another data set")
+    with caplog.at_level("INFO", logger="mer_core.data.corrections"):
+        result = read_dataset("casme2", "c2", root, annotation=None, fps=None, frames_per_clip=4, corrections=table)
+    assert not result.rejections
+    assert [(c.item, c.apex, c.label, c.corrections) for c in result.clips] == [
+        ("sub01/EP01_01", 13, "happiness", "apex 25→13 (test: row 2 apex)"),
+        ("sub01/EP01_02f", 12, "disgust", None), ("sub02/EP01_01", 12, "happiness", None)]
+    log = caplog.text
+    assert "row 2 (1/EP01_01): corrected ApexFrame '25' → '13' (test: row 2 apex)" in log
+    assert "correction line 4 left alone: Estimated Emotion is 'disgust', not 'happiness'" in log
+    assert "correction line 5 (casme2 9/EP09_09) matches no row" in log and "EP01_01) matches" not in log
+
+
+def test_the_corrections_table_is_checked_when_read(tmp_path):
+    from mer_core.data.corrections import CorrectionsError, load_corrections
+
+    assert all(c.dataset and c.source for c in load_corrections())  # the shipped table parses
+    with pytest.raises(CorrectionsError, match="line 3: field 'frame' is not one of"):
+        _corrections(tmp_path, "casme2,1,EP01_01,frame,,13,x")
+    with pytest.raises(CorrectionsError, match=r"missing column\(s\) \['source'\]"):
+        (tmp_path / "bad.csv").write_text("dataset,subject,filename,field,old,new\n")
+        load_corrections(tmp_path / "bad.csv")

@@ -388,7 +388,7 @@ def test_damaged_frames_in_every_layout_are_rejected_by_name(adapter, face_frame
     for damage, (plant, _) in FRAME_DAMAGE.items():
         root, options, frames = _one_clip_with_faces(adapter, tmp_path / damage, face_frame)
         damaged[damage] = plant(frames, face_frame)
-        sources.append(DatasetSource(name=damage, adapter=adapter, root=root, kind="micro",
+        sources.append(DatasetSource(name=damage, adapter=adapter, root=root, kind=options.get("kind", "micro"),
                                      annotation=options.get("annotation"), fps=options.get("fps")))
     params = IngestParams(datasets=sources, crop_size=32, frames_per_clip=4,
                           workers=1, rows_per_shard=8, row_group_size=4)

@@ -127,6 +127,12 @@ def _frame_indices_short(rows, schema):
     return rows, schema
 
 
+def _unannotated_micro_clip(rows, schema):
+    rows[8].update(label=None, label3=None, action_units=None)
+    rows[0].update(label=None, label3=None)  # an AU-coded clip without an emotion is fine
+    return rows, schema
+
+
 def _label3_missing(rows, schema):
     return rows, schema.remove(schema.get_field_index("label3"))
 
@@ -144,6 +150,8 @@ FAULTS = {
     "too few clips in a class": (_too_few_in_a_class, {"every class has at least 3 clips"}, "group=casme2/fear"),
     "wrong column type": (_onset_of_the_wrong_type, {"column types match the processed schema"}, "arrow_type=int64"),
     "frame_indices too short": (_frame_indices_short, {"one frame index per frame"}, "c-0007"),
+    "micro clip without label or AUs": (_unannotated_micro_clip,
+                                        {"micro clips carry an emotion label or action units"}, "c-0008"),
     "label3 column missing": (_label3_missing, {"every column of the processed schema is present"},
                               "column_name=label3"),
 }

@@ -391,3 +391,26 @@ def test_a_checkpoint_that_would_run_code_is_refused_not_run(tmp_path):
             assert str(evil) in str(exc) and "\n" not in str(exc)
     assert not marker.exists(), "unpickling ran a shell command"
     assert load_checkpoint(evil, "any") is None  # a resume point that is not ours: start over
+
+
+def test_miacnet_with_a_multi_label_head_trains_on_action_units_under_loso():
+    """The AU task's MIACNet row: a K-logit head, class-balanced BCE falling in every fold,
+    sigmoid probabilities per AU, one prediction row per held-out clip and epoch."""
+    from mer_core.data.training_sets import MicroClips
+    from mer_core.training import finetune
+    from mer_core.training.action_units import run_au_miacnet
+
+    direction = [1, -1] * 3
+    clips = MicroClips(clip_ids=[f"c{i}" for i in range(6)], datasets=["synth"] * 6,
+                       subjects=[f"synth/s{k}" for k in range(3) for _ in range(2)],
+                       labels=torch.full((6,), -1), classes=[], frames=moving_clips(6, direction=direction),
+                       apex_index=torch.full((6,), 2), action_units=["R12" if d == 1 else "4+7" for d in direction])
+    params = FinetuneParams(epochs=6, batch_size=8, lr=3e-3, dropout=0.0, flip=False, au_set="synthetic")
+    setup = finetune.FoldSetup(inputs=finetune.ModelInputs("convnet_micro_64"), img_size=64, encoder_state=None,
+                               protocol="e2e", params=params, device=torch.device("cpu"))
+    rows, folds = run_au_miacnet(setup, clips, "synthetic", seed=0)
+    assert len(folds) == 3 and all(f["train_loss"][-1] < 0.7 * f["train_loss"][0] for f in folds)
+    assert sorted(r["clip_id"] for r in rows) == clips.clip_ids
+    assert all(len(r["probabilities"]) == 13 and 0 <= min(r["probabilities"]) and max(r["probabilities"]) <= 1
+               and len(r["predicted_per_epoch"]) == 6 for r in rows)
+    assert {r["label"] for r in rows} == {"12", "4+7"}

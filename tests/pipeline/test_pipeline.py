@@ -85,6 +85,9 @@ def test_learning_stages_report_honest_loso(repo):
     assert ablation["shipped"]["variant"] == shipped and ablation["tuning"]["reported_on_seed"] == 7
     assert all(v["seeds"] == 2 for v in ablation["variants"].values())
     assert 0 < ablation["ceiling"]["uf1"] <= 1
+    units = ablation["action_units"]  # the AU task's cheap row, beside its ceiling
+    assert (units["au_set"], set(units["variants"]), units["ceiling"]["mean_f1"]) == ("synthetic", {"au_flow_lr"}, 1.0)
+    assert 0 <= units["variants"]["au_flow_lr"]["mean_f1"] <= 1 and units["variants"]["au_flow_lr"]["seeds"] == 2
     predictions = pq.read_table(repo / "reports/predictions.parquet").to_pylist()
     micro = pq.read_table(repo / "data/processed/clips/synth_micro", columns=["clip_id"]).num_rows
     for variant in ablation["variants"]:

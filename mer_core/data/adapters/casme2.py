@@ -18,11 +18,12 @@ from mer_core.data.adapters.sheets import (
     read_coding_sheet,
     subject_number,
 )
+from mer_core.data.corrections import SheetCorrections
 from mer_core.data.labels import CASME2_LABELS
 
 DEFAULT_FPS = 200.0
 SHEET = CodingSheet(
-    what="CASME II coding sheet", pattern="CASME2-coding*", subject="Subject", filename="Filename",
+    dataset="casme2", what="CASME II coding sheet", pattern="CASME2-coding*", subject="Subject", filename="Filename",
     frames=("OnsetFrame", "ApexFrame", "OffsetFrame"), emotion="Estimated Emotion", action_units="Action Units",
     unknown_apex=frozenset({"/"}),
 )
@@ -34,8 +35,9 @@ def subject_folder(value) -> str:
 
 
 def read_casme2(name: str, root: Path, *, annotation: str | None, fps: float | None,
-                frames_per_clip: int, labels: frozenset[str] | None = None) -> AdapterResult:
+                frames_per_clip: int, labels: frozenset[str] | None = None,
+                corrections: SheetCorrections | None = None) -> AdapterResult:
     """Every usable clip of a CASME II tree; unusable sheet rows become rejections."""
     return read_coding_sheet(name, root, SHEET, in_subject_folders(root, subject_folder), annotation=annotation,
                              fps=fps or DEFAULT_FPS, frames_per_clip=frames_per_clip,
-                             labels=labels, native=CASME2_LABELS)
+                             labels=labels, corrections=corrections, native=CASME2_LABELS)

@@ -23,13 +23,14 @@ from mer_core.data.adapters.sheets import (
     folder_name,
     read_coding_sheet,
 )
+from mer_core.data.corrections import SheetCorrections
 from mer_core.data.labels import CASME3_LABELS
 
 DEFAULT_FPS = 30.0
 COLOUR_FOLDER = "color"
 SHEET = CodingSheet(
-    what="CAS(ME)^3 part A ME sheet", pattern="*part_A_ME_label*", subject="Subject", filename="Filename",
-    frames=("Onset", "Apex", "Offset"), emotion="emotion", action_units="AU",
+    dataset="casme3", what="CAS(ME)^3 part A ME sheet", pattern="*part_A_ME_label*", subject="Subject",
+    filename="Filename", frames=("Onset", "Apex", "Offset"), emotion="emotion", action_units="AU",
 )
 
 
@@ -44,8 +45,9 @@ def _locate(root: Path, row: pd.Series, interval: tuple[int, int, int]) -> tuple
 
 
 def read_casme3(name: str, root: Path, *, annotation: str | None, fps: float | None,
-                frames_per_clip: int, labels: frozenset[str] | None = None) -> AdapterResult:
+                frames_per_clip: int, labels: frozenset[str] | None = None,
+                corrections: SheetCorrections | None = None) -> AdapterResult:
     """Every usable micro clip of CAS(ME)^3 part A; unusable sheet rows become rejections."""
     return read_coding_sheet(name, root, SHEET, lambda row, interval: _locate(root, row, interval),
                              annotation=annotation, fps=fps or DEFAULT_FPS, frames_per_clip=frames_per_clip,
-                             labels=labels, native=CASME3_LABELS)
+                             labels=labels, corrections=corrections, native=CASME3_LABELS)

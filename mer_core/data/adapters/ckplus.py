@@ -25,6 +25,7 @@ from mer_core.data.adapters.sheets import (
     resolve_inside,
 )
 from mer_core.data.labels import CKPLUS_CODES
+from mer_core.data.corrections import SheetCorrections
 from mer_core.data.store import Rejection
 from mer_core.data.video import macro_windows
 
@@ -100,8 +101,10 @@ def _orphan_labels(root: Path, emotions: Path, sequences: set[str], name: str) -
 
 
 def read_ckplus(name: str, root: Path, *, annotation: str | None, fps: float | None,
-                frames_per_clip: int, labels: frozenset[str] | None = None) -> AdapterResult:
-    """One clip per CK+ sequence, labelled where an emotion file says so."""
+                frames_per_clip: int, labels: frozenset[str] | None = None,
+                corrections: SheetCorrections | None = None) -> AdapterResult:
+    """One clip per CK+ sequence, labelled where an emotion file says so. CK+ has no
+    sheet: `corrections` do not apply."""
     images = root / IMAGES_FOLDER
     emotions = root / (annotation or EMOTION_FOLDER)
     if not images.is_dir():

@@ -21,13 +21,15 @@ from mer_core.data.adapters.sheets import (
     read_coding_sheet,
     required_text,
 )
+from mer_core.data.corrections import SheetCorrections
 from mer_core.data.labels import MMEW_LABELS
 
 DEFAULT_FPS = 90.0
 CLIPS_FOLDER = "Micro_Expression"
 SHEET = CodingSheet(
-    what="MMEW micro-expression sheet", pattern="MMEW_Micro_Exp*", subject="Subject", filename="Filename",
-    frames=("OnsetFrame", "ApexFrame", "OffsetFrame"), emotion="Estimated Emotion", action_units="Action Units",
+    dataset="mmew", what="MMEW micro-expression sheet", pattern="MMEW_Micro_Exp*", subject="Subject",
+    filename="Filename", frames=("OnsetFrame", "ApexFrame", "OffsetFrame"),
+    emotion="Estimated Emotion", action_units="Action Units",
 )
 
 
@@ -42,8 +44,9 @@ def _locate(root: Path, row: pd.Series) -> tuple[str, str, Path]:
 
 
 def read_mmew(name: str, root: Path, *, annotation: str | None, fps: float | None,
-              frames_per_clip: int, labels: frozenset[str] | None = None) -> AdapterResult:
+              frames_per_clip: int, labels: frozenset[str] | None = None,
+              corrections: SheetCorrections | None = None) -> AdapterResult:
     """Every usable micro clip of an MMEW release; unusable sheet rows become rejections."""
     return read_coding_sheet(name, root, SHEET, lambda row, _: _locate(root, row), annotation=annotation,
                              fps=fps or DEFAULT_FPS, frames_per_clip=frames_per_clip,
-                             labels=labels, native=MMEW_LABELS)
+                             labels=labels, corrections=corrections, native=MMEW_LABELS)

@@ -20,12 +20,14 @@ from mer_core.data.adapters.sheets import (
     read_coding_sheet,
     subject_number,
 )
+from mer_core.data.corrections import SheetCorrections
 from mer_core.data.labels import SAMM_LABELS
 
 DEFAULT_FPS = 200.0
 SHEET = CodingSheet(
-    what="SAMM FACS-codes sheet", pattern="SAMM*Micro_FACS_Codes*", subject="Subject", filename="Filename",
-    frames=("Onset Frame", "Apex Frame", "Offset Frame"), emotion="Estimated Emotion", action_units="Action Units",
+    dataset="samm", what="SAMM FACS-codes sheet", pattern="SAMM*Micro_FACS_Codes*", subject="Subject",
+    filename="Filename", frames=("Onset Frame", "Apex Frame", "Offset Frame"),
+    emotion="Estimated Emotion", action_units="Action Units",
     unknown_apex=frozenset({None, "-1", "-1.0"}),
 )
 
@@ -36,8 +38,9 @@ def subject_folder(value) -> str:
 
 
 def read_samm(name: str, root: Path, *, annotation: str | None, fps: float | None,
-              frames_per_clip: int, labels: frozenset[str] | None = None) -> AdapterResult:
+              frames_per_clip: int, labels: frozenset[str] | None = None,
+              corrections: SheetCorrections | None = None) -> AdapterResult:
     """Every usable clip of a SAMM tree; unusable sheet rows become rejections."""
     return read_coding_sheet(name, root, SHEET, in_subject_folders(root, subject_folder), annotation=annotation,
                              fps=fps or DEFAULT_FPS, frames_per_clip=frames_per_clip,
-                             labels=labels, native=SAMM_LABELS)
+                             labels=labels, corrections=corrections, native=SAMM_LABELS)

@@ -19,8 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from mer_core import MerError
+from mer_core.data.corrections import SheetCorrections
 from mer_core.data.store import Rejection
-from mer_core.data.video import micro_frame_numbers
+from mer_core.data.video import macro_windows, micro_frame_numbers
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class RawClip:
     action_units: str | None = None
     video: Path | None = None
     frames: tuple[tuple[int, Path], ...] = ()
+    corrections: str | None = None  # what the corrections table changed in its sheet row
+    kind: str | None = None  # "micro" or "macro" when the layout says (long videos); else the data set's kind
 
 
 @dataclass(frozen=True)
@@ -226,7 +229,7 @@ def _column_key(text) -> str:
     return " ".join(str(text).split()).casefold()
 
 
-def _read_worksheets(path: Path, what: str) -> dict[str, pd.DataFrame]:
+def read_worksheets(path: Path, what: str) -> dict[str, pd.DataFrame]:
     """Worksheet name → header-less table whose index k is sheet row k + 1."""
     try:
         if path.suffix.lower() == ".csv":
@@ -289,7 +292,7 @@ def read_sheet(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame
     """
     found: list[str] = []
     tables, skipped = {}, []
-    for worksheet, table in _read_worksheets(path, what).items():
+    for worksheet, table in read_worksheets(path, what).items():
         header, cells = _header_row(table, required)
         if header is None:
             skipped.append(worksheet)
@@ -347,12 +350,13 @@ def _distinct_items(clips: list[RawClip]) -> list[RawClip]:
 
 
 # --------------------------------------------------------------------------- frames
-def expression_interval(row: pd.Series, columns: tuple[str, str, str], where: str,
+def expression_interval(row: pd.Series, columns: tuple[str, str | None, str], where: str,
                         unknown_apex: frozenset[str | None] = frozenset()) -> tuple[int, int, int]:
     """(onset, apex, offset) from the sheet columns named in `columns`.
 
     An apex cell whose text is in `unknown_apex` (None: an empty cell) stands for the
-    midpoint of onset and offset, as several MER papers do; the choice is logged.
+    midpoint of onset and offset, as several MER papers do; the choice is logged. A sheet
+    without an apex column (`columns[1]` None) gives every clip the midpoint, silently.
 
     Raises:
         ValueError: a frame number is missing or not a number, onset is after offset,
@@ -363,6 +367,8 @@ def expression_interval(row: pd.Series, columns: tuple[str, str, str], where: st
     offset = parse_frame_number(row[offset_column], offset_column)
     if onset > offset:
         raise ValueError(f"{onset_column} {onset} is after {offset_column} {offset}")
+    if apex_column is None:
+        return onset, (onset + offset) // 2, offset
     apex_text = cell_text(row[apex_column])
     if apex_text in unknown_apex:
         apex = (onset + offset) // 2
@@ -375,12 +381,12 @@ def expression_interval(row: pd.Series, columns: tuple[str, str, str], where: st
     return onset, apex, offset
 
 
-def sampled_frames(root: Path, folder: Path, item: str, numbers: list[int]) -> tuple[tuple[int, Path], ...]:
-    """(frame number, image path) for each of `numbers` among the folder's numbered images.
+def clip_images(root: Path, folder: Path, item: str) -> dict[int, Path]:
+    """Frame number → image path of a clip folder's numbered images.
 
     Raises:
-        ValueError: the folder is missing, empty or outside `root`, a frame is not on
-            disk, links outside `root`, or has two files.
+        ValueError: the folder is missing, empty or outside `root`, an image links
+            outside `root`, or two files give one frame number.
     """
     resolve_inside(root, folder, f"clip folder {item}")
     if not folder.is_dir():
@@ -388,6 +394,11 @@ def sampled_frames(root: Path, folder: Path, item: str, numbers: list[int]) -> t
     images = numbered_images(folder, root, item)
     if not images:
         raise ValueError(f"clip folder {item} holds no numbered images")
+    return images
+
+
+def pick_frames(images: dict[int, Path], item: str, numbers: list[int]) -> tuple[tuple[int, Path], ...]:
+    """(frame number, image path) for each of `numbers`; ValueError naming those not on disk."""
     missing = sorted({n for n in numbers if n not in images})
     if missing:
         raise ValueError(f"frame(s) {missing} missing from {item} "
@@ -395,7 +406,17 @@ def sampled_frames(root: Path, folder: Path, item: str, numbers: list[int]) -> t
     return tuple((n, images[n]) for n in numbers)
 
 
-def micro_clip(root: Path, item: str, subject: str, label: str, interval: tuple[int, int, int], folder: Path,
+def sampled_frames(root: Path, folder: Path, item: str, numbers: list[int]) -> tuple[tuple[int, Path], ...]:
+    """(frame number, image path) for each of `numbers` among the folder's numbered images.
+
+    Raises:
+        ValueError: the folder is missing, empty or outside `root`, a frame is not on
+            disk, links outside `root`, or has two files.
+    """
+    return pick_frames(clip_images(root, folder, item), item, numbers)
+
+
+def micro_clip(root: Path, item: str, subject: str, label: str | None, interval: tuple[int, int, int], folder: Path,
                fps: float, frames_per_clip: int, action_units: str | None) -> RawClip:
     """A micro clip whose frames are sampled onset→apex→offset from a folder of numbered images."""
     onset, apex, offset = interval
@@ -404,23 +425,80 @@ def micro_clip(root: Path, item: str, subject: str, label: str, interval: tuple[
                    action_units=action_units, frames=frames)
 
 
+def interval_frame_numbers(kind: str, interval: tuple[int, int, int], count: int) -> list[int]:
+    """The frames a long video's interval gives: a micro interval sampled onset→apex→offset
+    as a micro clip is; a macro interval `count` frames spread evenly from onset to offset
+    (a pre-training window, steps a fraction of the expression apart whatever the frame rate).
+
+    Raises:
+        ValueError: a macro interval shorter than `count` frames.
+    """
+    onset, apex, offset = interval
+    if kind == "micro":
+        return micro_frame_numbers(onset, apex, offset, count)
+    if offset - onset + 1 < count:
+        raise ValueError(f"macro interval {onset}-{offset} is shorter than {count} frames")
+    return [round(onset + (offset - onset) * k / (count - 1)) for k in range(count)]
+
+
+def middle_window(numbers: list[int], count: int, stride: int) -> list[int]:
+    """`count` of the sorted frame `numbers` on disk, `stride` positions apart, in their middle
+    (a macro set's pre-training window; the stride shrinks for short runs); [] if too few."""
+    span = (count - 1) * stride + 1
+    windows = macro_windows(len(numbers), count, stride, 1, onset=max(0, (len(numbers) - span) // 2))
+    return [numbers[k] for k in windows[0]] if windows else []
+
+
+EXPRESSION_TYPES = ("micro", "macro")
+
+
+def expression_type(value, column: str) -> str:
+    """`micro` or `macro` from a long-video sheet's type cell (`micro-expression`, `Macro`,
+    `Micro - 1/2`); ValueError for anything else."""
+    text = (cell_text(value) or "").lower()
+    kinds = [kind for kind in EXPRESSION_TYPES if kind in text]
+    if len(kinds) != 1:
+        raise ValueError(f"{column} {value!r} is neither a micro- nor a macro-expression")
+    return kinds[0]
+
+
 # --------------------------------------------------------------------------- coding sheets
 @dataclass(frozen=True)
 class CodingSheet:
     """How a micro-expression data set's coding sheet names things: one row per clip."""
 
+    dataset: str  # the published data set, as the corrections table names it
     what: str  # the sheet in messages, e.g. "SAMM FACS-codes sheet"
     pattern: str  # glob in the data set root that finds the sheet when `annotation` is unset
     subject: str
     filename: str
-    frames: tuple[str, str, str]  # onset, apex, offset columns
-    emotion: str
+    frames: tuple[str, str | None, str]  # onset, apex (None: the sheet has none, use the midpoint), offset columns
+    emotion: str | None  # None: the sheet codes no emotion (clips stay unlabelled) or `one_hot` does
     action_units: str | None
     unknown_apex: frozenset[str | None] = frozenset()  # apex cells meaning "use the midpoint"
+    one_hot: tuple[str, ...] = ()  # class columns, one holding 1 per row: the label is its name in lower case
 
     @property
     def required(self) -> tuple[str, ...]:
-        return (self.subject, self.filename, *self.frames, self.emotion)
+        columns = (self.subject, self.filename, *self.frames, self.emotion, *self.one_hot)
+        return tuple(c for c in columns if c is not None)
+
+    def label(self, row: pd.Series, allowed: frozenset[str], native: frozenset[str]) -> str | None:
+        """The row's class (None when the sheet codes none); ValueError if unknown or unclear."""
+        if self.one_hot:
+            marked = [c for c in self.one_hot if cell_text(row[c]) not in {None, "0", "0.0"}]
+            if len(marked) != 1:
+                raise ValueError(f"expected one of the class columns {list(self.one_hot)} marked, found "
+                                 f"{marked or 'none'}")
+            return sheet_label(marked[0], "the class columns", allowed, native)
+        return None if self.emotion is None else sheet_label(row[self.emotion], self.emotion, allowed, native)
+
+    @property
+    def corrected_columns(self) -> dict[str, str | None]:
+        """The corrections table's fields → this sheet's columns."""
+        onset, apex, offset = self.frames
+        return {"onset": onset, "apex": apex, "offset": offset, "emotion": self.emotion,
+                "action_units": self.action_units}
 
 
 # (row, interval) -> (clip item, subject, folder of numbered images); ValueError if unusable.
@@ -439,10 +517,11 @@ def in_subject_folders(root: Path, subject_folder: Callable[[object], str]) -> L
 
 def read_coding_sheet(name: str, root: Path, sheet: CodingSheet, locate: Locate, *, annotation: str | None,
                       fps: float, frames_per_clip: int, labels: frozenset[str] | None,
-                      native: frozenset[str]) -> AdapterResult:
+                      native: frozenset[str], corrections: SheetCorrections | None = None) -> AdapterResult:
     """Every usable row of a coding sheet as a micro clip; the others become rejections
     naming the sheet row: unknown emotion, bad or inverted frame numbers, missing folder
-    or frames, duplicate clip. Allowed labels: `labels` if given, else `native`.
+    or frames, duplicate clip. Allowed labels: `labels` if given, else `native`. Each row
+    is first corrected from `corrections` (keyed by its Subject and Filename cells).
 
     Raises:
         AnnotationError: no readable sheet, or the sheet lacks a required column.
@@ -450,14 +529,19 @@ def read_coding_sheet(name: str, root: Path, sheet: CodingSheet, locate: Locate,
     path = find_sheet(root, annotation, sheet.pattern, sheet.what)
     table = read_sheet(path, sheet.required, sheet.what)
     allowed = labels or native
+    corrections = corrections or SheetCorrections()
 
     def parse(row: pd.Series) -> RawClip:
-        label = sheet_label(row[sheet.emotion], sheet.emotion, allowed, native)
         named = f"{cell_text(row[sheet.subject])}/{cell_text(row[sheet.filename])}"
+        row, corrected = corrections.apply(row, row[sheet.subject], row[sheet.filename], sheet.corrected_columns,
+                                           f"{path.name} {row.name} ({named})")
+        label = sheet.label(row, allowed, native)
         interval = expression_interval(row, sheet.frames, named, sheet.unknown_apex)
         item, subject, folder = locate(row, interval)
         action_units = cell_text(row.get(sheet.action_units)) if sheet.action_units else None
-        return micro_clip(root, item, subject, label, interval, folder, fps, frames_per_clip, action_units)
+        clip = micro_clip(root, item, subject, label, interval, folder, fps, frames_per_clip, action_units)
+        return replace(clip, corrections=corrected)
 
     clips, rejections = clips_from_sheet(name, path, table, sheet.required, parse)
-    return AdapterResult(clips, rejections, allowed)
+    corrections.warn_unused(path.name)
+    return AdapterResult(clips, rejections, allowed if native else None)

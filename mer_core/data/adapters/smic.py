@@ -27,6 +27,7 @@ from mer_core.data.adapters.sheets import (
     resolve_inside,
 )
 from mer_core.data.labels import SMIC_LABELS
+from mer_core.data.corrections import SheetCorrections
 from mer_core.data.store import Rejection
 from mer_core.data.video import micro_frame_numbers
 
@@ -113,8 +114,10 @@ def _parse_clip(root: Path, folder: Path, fps: float, frames_per_clip: int, allo
 
 
 def read_smic(name: str, root: Path, *, annotation: str | None, fps: float | None,
-              frames_per_clip: int, labels: frozenset[str] | None = None) -> AdapterResult:
-    """Every usable clip of one SMIC subset; unusable clip folders become rejections."""
+              frames_per_clip: int, labels: frozenset[str] | None = None,
+              corrections: SheetCorrections | None = None) -> AdapterResult:
+    """Every usable clip of one SMIC subset; unusable clip folders become rejections.
+    SMIC has no sheet: `corrections` do not apply."""
     if annotation:
         raise AnnotationError(f"SMIC takes its labels from folders; unset `annotation` ({annotation!r}) "
                               "and point root at the subset folder")

@@ -24,6 +24,7 @@ from mer_core.data.adapters.sheets import (
     required_text,
     resolve_inside,
 )
+from mer_core.data.corrections import SheetCorrections
 from mer_core.data.store import Rejection
 from mer_core.data.video import VIDEO_SUFFIXES
 
@@ -101,8 +102,10 @@ def _scan_folder(name: str, root: Path) -> AdapterResult:
 
 
 def read_videos(name: str, root: Path, *, annotation: str | None, fps: float | None,
-                frames_per_clip: int, labels: frozenset[str] | None = None) -> AdapterResult:
-    """The clips of a video folder, from its manifest when there is one."""
+                frames_per_clip: int, labels: frozenset[str] | None = None,
+                corrections: SheetCorrections | None = None) -> AdapterResult:
+    """The clips of a video folder, from its manifest when there is one. A manifest is
+    the user's own, corrected at its source: `corrections` do not apply."""
     manifest = root / (annotation or DEFAULT_MANIFEST)
     if annotation and not manifest.is_file():
         raise AnnotationError(f"manifest {manifest} does not exist")
