@@ -221,11 +221,11 @@ class PretrainParams(_Section):
     max_step: int = Field(3, ge=1)
     # MA2MI: shrink each macro step to this fraction of its motion (plus `micro_noise` grey
     # levels of fresh sensor noise) before the action encoder reads it, and reconstruct the
-    # full macro change from it: macro-to-micro. None: the encoder reads the macro step.
-    micro_scale: Range | None = None
+    # full macro step from it: macro-to-micro. None: the encoder reads the macro step.
+    micro_scale: Range | None = Range(low=0.15, high=0.35)
     micro_noise: float = Field(2.0, ge=0)
     # MA2MI: reconstruct the step's grey change, or its optical flow (mer_core/models/ma2mi.py).
-    target: Literal["change", "flow"] = "change"
+    target: Literal["change", "flow"] = "flow"
     contrastive_weight: float = Field(1.0, ge=0)  # weight of ContraWarping in "both"
     temperature: float = Field(0.1, gt=0)
     # ContraWarping views, in units of half the crop side: global shifts (and zoom) and
@@ -243,7 +243,7 @@ class PretrainParams(_Section):
 class FinetuneParams(_Section):
     """MIACNet fine-tuning on the micro clips under leave-one-subject-out."""
 
-    variant: LearnedVariant = "scratch_e2e"  # the shipped model
+    variant: LearnedVariant = "ma2mi_e2e"  # the shipped model
     # Rows of the ablation table, all under the same folds and seeds.
     ablation: list[LearnedVariant | BaselineVariant] = [
         "scratch_e2e", "ma2mi_e2e", "contrastive_e2e", "both_e2e", "scratch_probe", "ma2mi_probe",

@@ -20,7 +20,7 @@ from mer_core.evaluation.protocols import (
     leave_one_dataset_out,
     leave_one_subject_out,
 )
-from mer_core.evaluation.report import oracle_best_epoch
+from mer_core.evaluation.report import ablation_report, oracle_best_epoch
 
 
 def test_metrics_by_hand():
@@ -123,3 +123,22 @@ def test_per_au_f1_by_hand():
     # AU1: tp 1, fp 1, fn 1 → 1/2; AU2: tp 2 → 1; AU4: no clip shows it (fp 1): out of the mean.
     assert [scores[n]["f1"] for n in ("AU1", "AU2", "AU4")] == [0.5, 1.0, 0.0]
     assert scores["AU4"]["support"] == 0 and mean_au_f1(scores) == pytest.approx(0.75)
+
+
+def _predictions(variant: str, correct: int, seed: int = 0) -> list[dict]:
+    """Ten clips of two classes, the first `correct` of them predicted right."""
+    labels = ["a", "b"] * 5
+    return [{"variant": variant, "seed": seed, "label": label,
+             "predicted": label if i < correct else ("b" if label == "a" else "a")}
+            for i, label in enumerate(labels)]
+
+
+def test_ablation_margin_is_over_the_strongest_other_row():
+    rows = _predictions("ma2mi_e2e", 9) + _predictions("scratch_e2e", 7) + _predictions("flow_strain_lr", 8)
+    report = ablation_report(rows, ["ma2mi_e2e", "scratch_e2e", "flow_strain_lr"], shipped="ma2mi_e2e")
+    assert report["shipped"]["strongest_rival"] == "flow_strain_lr"
+    assert report["shipped"]["uf1_margin"] == pytest.approx(0.9 - 0.8, abs=0.02)
+    assert report["variants"]["scratch_e2e"]["uf1_gain_over_scratch_e2e"] == 0
+    # Training from scratch shipped, with no baseline to rival it: no margin, no crash.
+    alone = ablation_report(_predictions("scratch_e2e", 7), ["scratch_e2e"], shipped="scratch_e2e")
+    assert "shipped" not in alone
