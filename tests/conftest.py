@@ -112,6 +112,21 @@ def exits_cleanly(result, code: int) -> None:
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a server a test starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def readme_block(heading: str) -> str:
+    """The first ```bash block under a README heading: the recipes tests run as written."""
+    text = (REPO / "README.md").read_text()
+    return text.split(f"\n{heading}\n", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+
+
 # --- shared by the tracking and predict tests: a tiny final model and a registry --------
 CLASSES = ["disgust", "happiness", "surprise"]
 FRAMES = 4

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from mer_core.models.miacnet import build_miacnet
-from tests.conftest import REPO, TEST_KEY_HEX, tiny_params
+from tests.conftest import REPO, TEST_KEY_HEX, free_port, readme_block, tiny_params
 
 pytestmark = pytest.mark.integration
 
@@ -206,17 +206,11 @@ def test_the_report_is_one_offline_page_attached_to_the_registered_run(repo, tmp
     _render_in_chromium(repo / "reports/report.html", tmp_path / "report.png")
 
 
-def _readme_block(heading: str) -> str:
-    """The first ```bash block under a README heading."""
-    text = (REPO / "README.md").read_text()
-    return text.split(f"\n{heading}\n", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
-
-
 def test_readme_serving_block_runs_as_written(repo):
     """The README's serve-and-curl block, pasted into a fresh shell in the repo without the
     venv on PATH (only the port made free): the registered champion answers the video."""
-    port = str(_free_port())
-    script = _readme_block("### Serving").replace("5000", port)
+    port = str(free_port())
+    script = readme_block("### Serving").replace("5000", port)
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != VENV / "bin")
     shell = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=repo, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -383,21 +377,13 @@ def test_evaluate_champion_separates_unseen_from_in_sample_subjects(repo):
     assert registered["alias"] != "champion" or result["loso_uf1_at_registration"] == round(registered["uf1"], 6)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_deployment_runs_through_a_local_prefect_server(repo, tmp_path):
     """`prefect server start` on 127.0.0.1, `prefect deploy --all`, a process worker, one
     triggered run of the retrain deployment: the README's serving recipe, bounded in time."""
     import time
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
            "PWD": str(repo), "MER_PSEUDONYM_KEY": TEST_KEY_HEX, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
@@ -445,3 +431,4 @@ def test_a_deployment_runs_through_a_local_prefect_server(repo, tmp_path):
                 except subprocess.TimeoutExpired:
                     process.kill()
         log.close()
+
