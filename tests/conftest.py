@@ -4,6 +4,7 @@ project's own generator, in the real on-disk layouts."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+VENV = Path(sys.executable).parent.parent  # the environment running the tests, as `make install` made it
 
 # Telemetry off and logs quiet for every test, before any heavy library is imported.
 for _name, _value in {

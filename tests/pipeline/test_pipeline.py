@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from mer_core.models.miacnet import build_miacnet
-from tests.conftest import REPO, TEST_KEY_HEX, free_port, readme_block, tiny_params
+from tests.conftest import REPO, TEST_KEY_HEX, VENV, free_port, readme_block, tiny_params
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +38,6 @@ def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Completed
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result
-
-
-VENV = Path(sys.executable).parent.parent  # the environment running the tests, as `make install` made it
 
 
 @pytest.fixture(scope="module")
