@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test exps offline-plots bench bench-faces bench-memory bench-ablation bench-tuning bench-motion bench-gpu clean
+.PHONY: install run test remote exps offline-plots bench bench-faces bench-memory bench-ablation bench-tuning bench-motion bench-gpu clean
 
 # torch first and pinned: an unpinned torch drags in gigabytes of CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt
@@ -54,6 +54,14 @@ bench-gpu: install  ## gpu profile on CUDA: pre-training clips/s, peak GPU memor
 
 clean:
 	rm -rf data reports .dvc/cache .dvc/tmp
+
+# A folder outside the checkout (a disk or a mount every machine sees), so `make clean` and a
+# fresh clone leave it alone. `--local` writes .dvc/config.local: the path is this machine's.
+DVC_REMOTE ?= $(HOME)/.local/share/mer/dvc-remote
+
+remote:  ## a local-folder DVC remote for this checkout (DVC_REMOTE=dir), for `dvc push` and `dvc pull`
+	mkdir -p "$(DVC_REMOTE)"
+	dvc remote add --local --default --force local "$(abspath $(DVC_REMOTE))"
 
 # `dvc exp show` lists every metric and param (~300 columns): these are the ones people compare.
 EXP_DROP := (per_class|per_dataset|oracle_best_epoch_not_a_result|composite_3class|ceiling|tuning|variants|shipped)\..*|.*_std$$|(accuracy|uar|clips|seeds|variant)$$|(models|reports|data|mer_core)/.*

@@ -481,7 +481,7 @@ def register_model(session: TrackingSession, name: str, final_model: Path, stand
                 code_paths=[str(Path(__file__).parent)], pip_requirements=_requirements())
         mlflow.pyfunc.load_model(info.model_uri).predict(example)  # smoke test before any alias moves
         version = _create_version(session, name, info.model_uri, run_id, card, standing, digest,
-                                  registry_description(name, margin))
+                                  registry_description(name, margin), info.model_id)
     session.client.set_model_version_tag(name, version, "promotion.decision", alias)
     session.client.set_model_version_tag(name, version, "promotion.reason", reason)
     session.client.set_registered_model_alias(name, alias, version)
@@ -528,9 +528,10 @@ def _alias_of(client: MlflowClient, name: str, version: str) -> str:
 
 
 def _create_version(session: TrackingSession, name: str, model_uri: str, run_id: str, card: str,
-                    standing: Standing, digest: str, description: str) -> str:
+                    standing: Standing, digest: str, description: str, model_id: str | None = None) -> str:
     """A new READY version of `name` with the card as its description and the standing as
-    tags; the registered model's `description` is (re)written too."""
+    tags; the registered model's `description` is (re)written too. A tracking server accepts
+    a `models:/m-…` source only with the `model_id` it names."""
     try:
         session.client.create_registered_model(name, description=description)
     except MlflowException as exc:
@@ -538,7 +539,7 @@ def _create_version(session: TrackingSession, name: str, model_uri: str, run_id:
             raise
         session.client.update_registered_model(name, description=description)
     version = session.client.create_model_version(
-        name, model_uri, run_id=run_id, description=card,
+        name, model_uri, run_id=run_id, model_id=model_id, description=card,
         tags={**session.tags, "uf1": f"{standing.uf1:.6f}", "protocol": standing.protocol,
               "data.version": standing.data_version, WEIGHTS_TAG: digest})
     _wait_ready(session.client, name, version.version)

@@ -4,6 +4,7 @@ project's own generator, in the real on-disk layouts."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+VENV = Path(sys.executable).parent.parent  # the environment running the tests, as `make install` made it
 
 # Telemetry off and logs quiet for every test, before any heavy library is imported.
 for _name, _value in {
@@ -110,6 +112,21 @@ def exits_cleanly(result, code: int) -> None:
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a server a test starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def readme_block(heading: str) -> str:
+    """The first ```bash block under a README heading: the recipes tests run as written."""
+    text = (REPO / "README.md").read_text()
+    return text.split(f"\n{heading}\n", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
 
 
 # --- shared by the tracking and predict tests: a tiny final model and a registry --------

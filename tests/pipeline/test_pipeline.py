@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from mer_core.models.miacnet import build_miacnet
-from tests.conftest import REPO, TEST_KEY_HEX, tiny_params
+from tests.conftest import REPO, TEST_KEY_HEX, VENV, free_port, readme_block, tiny_params
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +38,6 @@ def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Completed
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result
-
-
-VENV = Path(sys.executable).parent.parent  # the environment running the tests, as `make install` made it
 
 
 @pytest.fixture(scope="module")
@@ -206,17 +203,11 @@ def test_the_report_is_one_offline_page_attached_to_the_registered_run(repo, tmp
     _render_in_chromium(repo / "reports/report.html", tmp_path / "report.png")
 
 
-def _readme_block(heading: str) -> str:
-    """The first ```bash block under a README heading."""
-    text = (REPO / "README.md").read_text()
-    return text.split(f"\n{heading}\n", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
-
-
 def test_readme_serving_block_runs_as_written(repo):
     """The README's serve-and-curl block, pasted into a fresh shell in the repo without the
     venv on PATH (only the port made free): the registered champion answers the video."""
-    port = str(_free_port())
-    script = _readme_block("### Serving").replace("5000", port)
+    port = str(free_port())
+    script = readme_block("### Serving").replace("5000", port)
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != VENV / "bin")
     shell = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=repo, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -383,21 +374,13 @@ def test_evaluate_champion_separates_unseen_from_in_sample_subjects(repo):
     assert registered["alias"] != "champion" or result["loso_uf1_at_registration"] == round(registered["uf1"], 6)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_deployment_runs_through_a_local_prefect_server(repo, tmp_path):
     """`prefect server start` on 127.0.0.1, `prefect deploy --all`, a process worker, one
     triggered run of the retrain deployment: the README's serving recipe, bounded in time."""
     import time
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
            "PWD": str(repo), "MER_PSEUDONYM_KEY": TEST_KEY_HEX, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
@@ -445,3 +428,28 @@ def test_a_deployment_runs_through_a_local_prefect_server(repo, tmp_path):
                 except subprocess.TimeoutExpired:
                     process.kill()
         log.close()
+
+
+def test_dvc_push_then_pull_into_a_fresh_clone_restores_the_outputs(repo, tmp_path):
+    """The README's remote recipe: `make remote` (a local-folder remote) and `dvc push` in the
+    repo, then a fresh `git clone`, `make remote` and `dvc pull` there bring back every output
+    DVC caches (data/, models/, the predictions) byte for byte, from the remote alone."""
+    remote, clone = tmp_path / "remote", tmp_path / "clone"
+    _run([sys.executable, "-m", "dvc", "repro"], repo)  # nothing to do after the tests above; alone, the pipeline
+    git = ["git", "-c", "user.name=mer-test", "-c", "user.email=test@example.invalid"]
+    _run(["git", "add", "-A"], repo)
+    _run([*git, "commit", "-q", "--allow-empty", "-m", "the run whose outputs are pushed"], repo)
+    _run(["make", "remote", f"DVC_REMOTE={remote}"], repo)
+    _run([sys.executable, "-m", "dvc", "push"], repo)
+    assert "in sync" in _run([sys.executable, "-m", "dvc", "status", "--cloud"], repo).stdout
+
+    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    assert not (clone / ".dvc/cache").exists()  # nothing to restore from but the remote
+    _run(["make", "remote", f"DVC_REMOTE={remote}"], clone)
+    _run([sys.executable, "-m", "dvc", "pull"], clone)
+
+    # Every file of every cached output, as the committed dvc.lock names them (not the
+    # resume checkpoints under models/, which DVC does not track).
+    cached = _run([sys.executable, "-m", "dvc", "ls", "--dvc-only", "-R", "."], clone).stdout.split()
+    assert any(name.startswith("data/processed/") for name in cached) and "models/final.pt" in cached
+    assert [name for name in cached if (clone / name).read_bytes() != (repo / name).read_bytes()] == []

@@ -18,6 +18,7 @@ from tests.conftest import (
     CLASSES,
     FRAMES,
     exits_cleanly,
+    free_port,
     register_tiny,
     run_mer,
     tiny_params,
@@ -225,14 +226,6 @@ def test_a_cut_off_mp4_fails_in_one_line_without_codec_noise(face_video, predict
     assert result.stderr.strip().splitlines() == [f"mer predict: {cut}: not a readable video"]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _http(url: str, data: bytes | None = None) -> tuple[int, dict]:
     import urllib.error
     import urllib.request
@@ -251,7 +244,7 @@ def test_mer_serve_answers_a_video_upload_as_mer_predict_does(face_video, predic
     import time
 
     params, model = predict_setup
-    port = _free_port()
+    port = free_port()
     server = _mer_process("serve", "--model", str(model), "--params", str(params), "--port", str(port),
                           background=True)
     base = f"http://127.0.0.1:{port}"
