@@ -125,12 +125,12 @@ def _dvc_md5(root: Path, output: Path) -> str:
 
 @app.command()
 @stage
-def synthesize(params: Path = ParamsOption, workers: int = typer.Option(2, help="Render processes.")) -> None:
+def synthesize(params: Path = ParamsOption) -> None:
     """Render the embedded synthetic data set (videos + CASME II layout)."""
     from mer_core.data.synthetic import synthesize as render
 
     p = load_params(params)
-    typer.echo(json.dumps(render(p.synthesize, p.paths.synthetic, workers=workers), indent=2))
+    typer.echo(json.dumps(render(p.synthesize, p.paths.synthetic, workers=p.synthesize.workers), indent=2))
 
 
 @app.command()

@@ -67,6 +67,7 @@ class Nuisance(_Section):
 
 class SynthesizeParams(_Section):
     seed: int = 7
+    workers: int = Field(2, ge=1)  # render processes; the output does not depend on them
     image_size: int = Field(192, ge=96, le=1024)
     micro: MicroSynthesis = MicroSynthesis()
     macro: MacroSynthesis = MacroSynthesis()

@@ -56,23 +56,24 @@ def test_macro_videos_and_manifest(tiny_synthetic):
     assert micro_subjects.isdisjoint(set(manifest.subject))
 
 
-def test_same_seed_same_data_other_seed_other_data(tmp_path):
-    def render(folder: Path, seed: int) -> tuple[pd.DataFrame, dict[str, bytes]]:
+def test_same_seed_same_data_for_any_workers_other_seed_other_data(tmp_path):
+    def render(folder: Path, seed: int, workers: int = 1) -> tuple[pd.DataFrame, dict[str, bytes]]:
         raw = tiny_params(folder)
         raw["synthesize"]["seed"] = seed
         raw["synthesize"]["micro"].update(subjects=2, clips_per_subject=1)
         raw["synthesize"]["macro"].update(subjects=1, clips_per_subject=1)
         params = SynthesizeParams.model_validate(raw["synthesize"])
         out = folder / "synthetic"
-        synthesize(params, out, workers=1)
+        synthesize(params, out, workers=workers)
         return _sheet(out), {str(f.relative_to(out)): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()}
 
     sheet_a, files_a = render(tmp_path / "a", seed=3)
     time.sleep(2.1)  # past the zip format's 2-second clock, so save-time stamps would show
-    sheet_b, files_b = render(tmp_path / "b", seed=3)
+    sheet_b, files_b = render(tmp_path / "b", seed=3, workers=2)
     sheet_c, files_c = render(tmp_path / "c", seed=4)
     pd.testing.assert_frame_equal(sheet_a, sheet_b)
-    # Byte for byte, sheet and videos included: DVC sees the same raw data after a re-run.
+    # Byte for byte, sheet and videos included: DVC sees the same raw data after a re-run,
+    # rendered by one process or several.
     assert files_a == files_b
     def first_frame(files: dict[str, bytes]) -> bytes:
         return next(content for name, content in files.items() if name.endswith(".jpg"))
