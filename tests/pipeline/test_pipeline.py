@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ def _copy_repo(dest: Path) -> Path:
         shutil.copy2(REPO / name, target)
     # A commit: runs are tagged with it, and `dvc exp save` needs one.
     git = ["git", "-c", "user.name=mer-test", "-c", "user.email=test@example.invalid"]
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)  # the README's `main`
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
     subprocess.run([*git, "commit", "-qm", "test copy"], cwd=dest, check=True)
     return dest
@@ -185,7 +186,6 @@ def test_register_stage_fills_the_registry_with_a_carded_champion(repo):
 def test_the_report_is_one_offline_page_attached_to_the_registered_run(repo, tmp_path):
     """reports/report.html: every section, pictures inline, nothing fetched from a network;
     rendered by headless Chromium where it is installed; in MLflow beside the model."""
-    import re
 
     from mlflow.tracking import MlflowClient
 
@@ -228,8 +228,6 @@ def test_readme_serving_block_runs_as_written(repo):
 
 
 def test_readme_commands_name_tools_targets_and_subcommands_that_exist():
-    import re
-
     from mer_core.cli import app
 
     text = (REPO / "README.md").read_text()
@@ -246,8 +244,6 @@ def test_readme_commands_name_tools_targets_and_subcommands_that_exist():
 
 def _render_in_chromium(page: Path, screenshot: Path) -> None:
     """Headless Chromium, offline: the page must draw both pictures."""
-    import re
-
     import cv2
     import numpy as np
 
@@ -453,3 +449,30 @@ def test_dvc_push_then_pull_into_a_fresh_clone_restores_the_outputs(repo, tmp_pa
     cached = _run([sys.executable, "-m", "dvc", "ls", "--dvc-only", "-R", "."], clone).stdout.split()
     assert any(name.startswith("data/processed/") for name in cached) and "models/final.pt" in cached
     assert [name for name in cached if (clone / name).read_bytes() != (repo / name).read_bytes()] == []
+
+
+def test_readme_experiments_block_runs_as_written(repo):
+    """The README's experiment recipe in a shell without the venv on PATH, after the committed
+    run above: an experiment that changes one param, `make exps`, metrics and plots diffs
+    against main. Only the epochs differ from the README (4, not 40: the tiny profile)."""
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != VENV / "bin")
+    env = {**os.environ, "MER_PSEUDONYM_KEY": TEST_KEY_HEX, "MER_LOG_LEVEL": "WARNING", "PATH": path}
+    # `-o`: the copy's .venv is this suite's own; `make` must never reinstall it from a copy.
+    lines = (readme_block("### Experiments: compare runs with DVC").replace("finetune.epochs=40", "finetune.epochs=4")
+             .replace("make exps", "make -o .venv/.installed exps").splitlines())
+
+    def shell(script: str) -> str:
+        result = subprocess.run(["bash", "-ec", script], cwd=repo, env=env, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, f"{script}\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    ran = shell(lines[0])
+    assert "Running stage 'finetune'" in ran and "Running stage 'ingest'" not in ran
+    exp = re.search(r"Ran experiment\(s\): (\S+)", ran).group(1)
+    table, metrics, plots = (shell(line.replace("<exp>", exp)) for line in lines[1:4])
+    header = next(line for line in table.splitlines() if line.startswith("|"))
+    assert "finetune.epochs" in header and "uf1" in header and len(header.split("|")) < 40
+    assert exp in table and "reports/metrics.json" in metrics and "uf1" in metrics
+    page = (repo / "dvc_plots/index.html").read_text()
+    assert "main" in page and exp in page and "confusion" in page
