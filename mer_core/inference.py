@@ -1,5 +1,6 @@
-"""Prediction with a trained MIACNet: aligned clips → class probabilities, and a whole
-video → per-window probabilities (`mer predict`).
+"""Prediction with a trained MIACNet: aligned clips → class probabilities (and action-unit
+probabilities, when the final model carries the AU task's readout), and a whole video →
+per-window probabilities (`mer predict`).
 
 A video is aligned exactly as `ingest` aligns training clips (mer_core/data/faces.py:
 detect, landmarks tracked frame to frame, alignment on the eye centres, stabilize) and
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,12 @@ from mer_core.data.faces import (
 )
 from mer_core.data.motion import onset_motion
 from mer_core.data.video import FrameReadError, VideoReader, micro_frame_numbers, read_video_frames
+from mer_core.models.classical import AUReadout, flow_strain_vector
 from mer_core.models.miacnet import MIACNet, build_miacnet
 from mer_core.training.checkpoint import CheckpointError, read_checkpoint
 
 _BATCH = 64
+_AU_FEATURES = len(flow_strain_vector(np.zeros((16, 16, 3), np.float32)))  # what the AU readout reads
 # The motion settings of a final model that did not record them (it read no flow).
 DEFAULT_MOTION = {"flow": "farneback", "magnification": 0.0}
 FINAL_MODEL_KEYS = ("encoder", "variant", "classes", "img_size", "label_column", "state_dict")
@@ -61,7 +64,41 @@ def load_final_model(path: Path) -> tuple[MIACNet, dict]:
     meta["motion"] = state.get("motion", DEFAULT_MOTION)
     meta["action_input"] = state.get("action_input", "difference")
     meta["subjects"] = state.get("subjects")  # dataset-qualified pseudonyms; None in older files
+    meta["action_units"] = _au_readout(path, state.get("action_units"))
     return model.eval(), meta
+
+
+def _au_readout(path: Path, state: dict | None) -> AUReadout | None:
+    """The AU readout a final model carries (None in files without one)."""
+    if state is None:
+        return None
+    try:
+        readout = AUReadout.from_state(state)
+        ok = readout.weights.shape == (len(readout.units), _AU_FEATURES) and readout.bias.shape == (len(readout.units),)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{path}: its action-unit readout is malformed")
+    return readout
+
+
+def au_names(readout: AUReadout) -> list[str]:
+    return [f"AU{unit}" for unit in readout.units]
+
+
+def _masked(clips: np.ndarray, mask_margin: float | None) -> np.ndarray:
+    if clips.ndim != 5 or clips.shape[-1] != 3:
+        raise ValueError(f"expected clips of shape (N, T, H, W, 3), got {clips.shape}")
+    if mask_margin is None:
+        return clips
+    return clips * canonical_face_mask(clips.shape[2], mask_margin)[None, None, :, :, None]
+
+
+def _onset_apex_motion(clips: np.ndarray, motion: dict | None) -> np.ndarray:
+    """(N, H, W, 3) onset→apex (u, v, strain) of masked clips, estimated as the features stage did."""
+    settings = {**DEFAULT_MOTION, **(motion or {})}
+    return np.stack([onset_motion(clip, clips.shape[1] // 2, settings["flow"], settings["magnification"])
+                     for clip in clips])
 
 
 @torch.no_grad()
@@ -74,22 +111,24 @@ def class_probabilities(model: MIACNet, clips: np.ndarray, mask_margin: float | 
     onset→apex motion, estimated here as the features stage did (`motion`: the final
     model's `{"flow", "magnification"}`).
     """
-    if clips.ndim != 5 or clips.shape[-1] != 3:
-        raise ValueError(f"expected clips of shape (N, T, H, W, 3), got {clips.shape}")
-    if mask_margin is not None:
-        clips = clips * canonical_face_mask(clips.shape[2], mask_margin)[None, None, :, :, None]
+    clips = _masked(clips, mask_margin)
     onset = torch.from_numpy(np.ascontiguousarray(clips[:, 0]))
     apex = torch.from_numpy(np.ascontiguousarray(clips[:, clips.shape[1] // 2]))
     flows = None
     if model.reads_motion:
-        settings = {**DEFAULT_MOTION, **(motion or {})}
-        flows = torch.from_numpy(np.stack([
-            onset_motion(clip, clips.shape[1] // 2, settings["flow"], settings["magnification"])
-            for clip in clips]).transpose(0, 3, 1, 2).copy())
+        flows = torch.from_numpy(_onset_apex_motion(clips, motion).transpose(0, 3, 1, 2).copy())
     parts = [torch.softmax(model(onset[i:i + _BATCH], apex[i:i + _BATCH],
                                  None if flows is None else flows[i:i + _BATCH]).float(), dim=-1)
              for i in range(0, len(clips), _BATCH)]
     return torch.cat(parts).numpy().astype(np.float64)
+
+
+def au_probabilities(readout: AUReadout, clips: np.ndarray, mask_margin: float | None = None,
+                     motion: dict | None = None) -> np.ndarray:
+    """Aligned clips as `class_probabilities` takes them → (N, U) probabilities of the
+    readout's action units, from their onset→apex flow and strain."""
+    fields = _onset_apex_motion(_masked(clips, mask_margin), motion)
+    return readout.probabilities(np.stack([flow_strain_vector(motion_field) for motion_field in fields]))
 
 
 @dataclass(frozen=True)
@@ -103,6 +142,8 @@ class ClipPredictor:
     predict: Callable[[np.ndarray], np.ndarray]  # aligned clips → (N, K) probabilities
     masked: bool = False  # trained on clips masked outside their landmarks: mask windows alike
     trained_on: str = "training data not recorded with this model"  # for the reader of a prediction
+    action_units: list[str] | None = None  # `AU<n>` names, when the model gives AU probabilities
+    predict_action_units: Callable[[np.ndarray], np.ndarray] | None = None  # aligned clips → (N, U)
 
 
 def training_note(datasets: list[tuple[str, Path]], synthetic_root: Path) -> str:
@@ -140,11 +181,21 @@ def predictor_from_file(path: Path, crop: CropSettings, mask_margin: float | Non
         raise ValueError(f"{path} was trained on {meta['img_size']} px crops, ingest.crop_size is {crop.crop_size}")
     return ClipPredictor(Path(path).name, meta["classes"], crop.frames_per_clip, crop,
                          lambda clips: class_probabilities(model, clips, mask_margin, meta["motion"]),
-                         masked=mask_margin is not None, **({"trained_on": trained_on} if trained_on else {}))
+                         masked=mask_margin is not None, **({"trained_on": trained_on} if trained_on else {}),
+                         **au_outputs(meta, mask_margin))
+
+
+def au_outputs(meta: dict, mask_margin: float | None) -> dict:
+    """ClipPredictor's AU fields for a final model's metadata: none when it has no AU readout."""
+    readout = meta.get("action_units")
+    if readout is None:
+        return {}
+    return {"action_units": au_names(readout),
+            "predict_action_units": lambda clips: au_probabilities(readout, clips, mask_margin, meta["motion"])}
 
 
 def predictor_from_config(name: str, classes: list[str], config: dict,
-                          predict: Callable[[np.ndarray], np.ndarray]) -> ClipPredictor:
+                          predict: Callable[[np.ndarray], np.ndarray], **action_units) -> ClipPredictor:
     """A predictor whose alignment settings come from a registered model's `serving_config`."""
     # A model registered before the landmark front end was trained on Haar boxes.
     crop = CropSettings(crop_size=config["crop_size"], frames_per_clip=config["frames_per_clip"], window_stride=1,
@@ -154,14 +205,16 @@ def predictor_from_config(name: str, classes: list[str], config: dict,
                         alignment=config.get("alignment", "box"))
     return ClipPredictor(name, classes, crop.frames_per_clip, crop, predict,
                          masked=config.get("mask_margin") is not None,
-                         **({"trained_on": config["trained_on"]} if config.get("trained_on") else {}))
+                         **({"trained_on": config["trained_on"]} if config.get("trained_on") else {}), **action_units)
 
 
 def predictor_from_pyfunc(uri: str, pyfunc) -> ClipPredictor:
     """A predictor over a registered pyfunc; its alignment settings travel in its model config."""
     classes = [c.name for c in pyfunc.metadata.get_output_schema().inputs]
-    return predictor_from_config(uri, classes, pyfunc.model_config or {},
-                                 lambda clips: pyfunc.predict(clips).to_numpy(np.float64))
+    config = pyfunc.model_config or {}
+    meta = getattr(pyfunc.unwrap_python_model(), "meta", {})  # mer's own model: its AU readout too
+    return predictor_from_config(uri, classes, config, lambda clips: pyfunc.predict(clips).to_numpy(np.float64),
+                                 **au_outputs(meta, config.get("mask_margin")))
 
 
 # --- windows over a video ---------------------------------------------------------------
@@ -204,6 +257,7 @@ class VideoPrediction:
     windows: list[dict]
     rejected: list[dict]
     trained_on: str = ""
+    action_units: list[str] = field(default_factory=list)  # each window's `action_units` keys, if any
 
     def summary(self) -> dict:
         """The video at a glance: the class most windows predict, the share of windows with
@@ -212,19 +266,24 @@ class VideoPrediction:
         mean = {c: round(float(np.mean([w["probabilities"][c] for w in self.windows])), 4) for c in self.classes}
         seen = len(self.windows) + len(self.rejected)
         dominant = max(self.classes, key=lambda c: (counts[c], mean[c]))
-        return {"dominant_class": dominant, "windows_predicting_it": counts[dominant], "windows": seen, "share_of_windows_with_a_face": round(len(self.windows) / seen, 3),
-                "mean_probabilities": mean, "model_note": self.trained_on}
+        units = {a: round(float(np.mean([w["action_units"][a] for w in self.windows])), 4) for a in self.action_units}
+        return {"dominant_class": dominant, "windows_predicting_it": counts[dominant], "windows": seen,
+                "share_of_windows_with_a_face": round(len(self.windows) / seen, 3),
+                "mean_probabilities": mean, **({"mean_action_units": units} if units else {}),
+                "model_note": self.trained_on}
 
     def as_json(self) -> dict:
         return {"video": self.video, "model": self.model, "fps": self.fps, "classes": self.classes,
+                **({"action_units": self.action_units} if self.action_units else {}),
                 "summary": self.summary(), "windows": self.windows, "rejected": self.rejected}
 
     def as_frame(self):
-        """One row per scored window: frames, seconds, the predicted class, one probability column per class."""
+        """One row per scored window: frames, seconds, the predicted class, one probability
+        column per class, and one per action unit (`AU<n>`) when the model gives them."""
         import pandas as pd
 
         return pd.DataFrame([{k: w[k] for k in ("start_frame", "end_frame", "start_s", "end_s", "predicted")}
-                             | w["probabilities"] for w in self.windows])
+                             | w["probabilities"] | w.get("action_units", {}) for w in self.windows])
 
 
 def predict_video_bytes(data: bytes, predictor: ClipPredictor, name: str = "upload", **options) -> VideoPrediction:
@@ -315,8 +374,11 @@ class _WindowScorer:
 
     def _flush(self) -> None:
         if self.pending:
-            probabilities = self.predictor.predict(np.stack([crops for _, crops in self.pending]))
-            self.scored += [(w, p) for (w, _), p in zip(self.pending, probabilities)]
+            clips = np.stack([crops for _, crops in self.pending])
+            probabilities = self.predictor.predict(clips)
+            units = (self.predictor.predict_action_units(clips) if self.predictor.predict_action_units
+                     else [None] * len(clips))
+            self.scored += [(w, p, u) for (w, _), p, u in zip(self.pending, probabilities, units)]
             self.pending = []
 
     def finish(self, fps: float, window_s: float) -> VideoPrediction:
@@ -333,6 +395,9 @@ class _WindowScorer:
 
         rows = [{"start_frame": w.start, "end_frame": w.end, "start_s": seconds(w.start), "end_s": seconds(w.end),
                  "probabilities": {c: round(float(v), 5) for c, v in zip(classes, p)},
-                 "predicted": classes[int(np.argmax(p))]} for w, p in self.scored]
+                 "predicted": classes[int(np.argmax(p))],
+                 **({} if u is None else {"action_units": {a: round(float(v), 5)
+                                                           for a, v in zip(self.predictor.action_units, u)}})}
+                for w, p, u in self.scored]
         return VideoPrediction(self.video_name, self.predictor.name, fps, classes, rows, self.rejected,
-                               self.predictor.trained_on)
+                               self.predictor.trained_on, self.predictor.action_units or [])

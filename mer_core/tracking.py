@@ -264,7 +264,8 @@ with warnings.catch_warnings(record=True):
           clip table → a DataFrame of class probabilities, one column per class;
         - a video: a file path or its bytes in process, or over REST a DataFrame with a
           `video` column holding the file base64-encoded → one row per sliding window
-          (frames, seconds, `predicted`, one probability column per class), aligned as
+          (frames, seconds, `predicted`, one probability column per class and, when the
+          final model carries the AU readout, one per action unit `AU<n>`), aligned as
           `mer predict` aligns it. A path is read only in process, never from a REST request.
         """
 
@@ -281,12 +282,13 @@ with warnings.catch_warnings(record=True):
                                        self.meta["motion"])
 
         def predict(self, context, model_input, params=None) -> pd.DataFrame:
-            from mer_core.inference import predict_video, predict_video_bytes, predictor_from_config
+            from mer_core.inference import au_outputs, predict_video, predict_video_bytes, predictor_from_config
 
             if isinstance(model_input, str | Path | bytes) or (
                     isinstance(model_input, pd.DataFrame) and "video" in model_input.columns):
                 predictor = predictor_from_config("registered model", self.meta["classes"], self.config,
-                                                  self._probabilities)
+                                                  self._probabilities,
+                                                  **au_outputs(self.meta, self.config.get("mask_margin")))
                 if isinstance(model_input, str | Path):
                     return predict_video(Path(model_input), predictor).as_frame()
                 data = model_input if isinstance(model_input, bytes) else _video_bytes(model_input["video"].iloc[0])
@@ -496,10 +498,15 @@ def log_report(session: TrackingSession, run_id: str, path: Path) -> str:
 
 
 def weights_digest(model: torch.nn.Module, meta: dict) -> str:
-    """A digest of what a final model computes: its weights and its metadata (classes,
-    encoder, input size...). The file's bytes are no good for this: two saves of the same
+    """A digest of what a final model computes: its weights, its metadata (classes,
+    encoder, input size...) and its AU readout. The file's bytes are no good for this: two saves of the same
     weights differ."""
-    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    readout = meta.get("action_units")
+    plain = {k: v for k, v in meta.items() if k != "action_units"}  # files without a readout: digests as before
+    digest = hashlib.sha256(json.dumps(plain, sort_keys=True).encode())
+    if readout is not None:
+        digest.update(json.dumps(list(readout.units)).encode())
+        digest.update(readout.weights.tobytes() + readout.bias.tobytes())
     state = model.state_dict()
     for key in sorted(state):
         digest.update(key.encode())

@@ -135,15 +135,23 @@ FRAMES = 4
 
 
 def write_final_model(path: Path, seed: int, classes: list[str] = CLASSES) -> Path:
-    """A small but real MIACNet checkpoint in the format `finetune` writes."""
+    """A small but real MIACNet checkpoint in the format `finetune` writes, with an AU readout
+    fitted to random features (real weights, arbitrary units)."""
+    import numpy as np
     import torch
 
+    from mer_core.inference import _AU_FEATURES
+    from mer_core.models.classical import AUReadout
     from mer_core.models.miacnet import build_miacnet
 
     torch.manual_seed(seed)
     model = build_miacnet("vit_mini_patch8_64", len(classes))
+    rng = np.random.default_rng(seed)
+    readout = AUReadout.fit(rng.normal(size=(24, _AU_FEATURES)), rng.integers(0, 2, (24, 3)).astype(float),
+                            (1, 4, 12), seed)
     torch.save({"architecture": "miacnet", "encoder": "vit_mini_patch8_64", "variant": "ma2mi", "classes": classes,
-                "label_column": "label", "img_size": 64, "state_dict": model.state_dict()}, path)
+                "label_column": "label", "img_size": 64, "action_units": {"au_set": "synthetic", **readout.to_state()},
+                "state_dict": model.state_dict()}, path)
     return path
 
 

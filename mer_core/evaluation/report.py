@@ -280,6 +280,7 @@ def model_card_markdown(*, model_name: str, variant: str, classes: list[str], da
         "- Research on facial micro-expressions: scoring aligned clips or short video windows of consenting "
         "participants, recorded like the training data (frontal face, steady light, high frame rate).",
         "- Input: aligned RGB clips (N, T, H, W, 3) uint8 with the apex at T // 2, or a video through `mer predict`.",
+        _output_line(model or {}, ablation),
         "",
         "## Limits",
         "- Trained on few subjects; figures on other populations, cameras, frame rates or spontaneous "
@@ -295,6 +296,16 @@ def model_card_markdown(*, model_name: str, variant: str, classes: list[str], da
         "- Subjects appear only as keyed pseudonyms downstream of `anonymize`; the key is never in the registry.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _output_line(model: dict, ablation: dict) -> str:
+    readout = model.get("action_units")
+    if readout is None:
+        return "- Output: one probability per class."
+    f1 = ablation.get("action_units", {}).get("variants", {}).get("au_flow_lr", {}).get("mean_f1")
+    held_out = f"; held out, its mean F1 is {f1:.3f}" if f1 is not None else ""
+    return (f"- Output: one probability per class, and for a video one per action unit "
+            f"({', '.join(f'AU{u}' for u in readout.units)}) from `au_flow_lr` fitted on every clip{held_out}.")
 
 
 def _landmark_licence(landmark_model: str) -> list[str]:

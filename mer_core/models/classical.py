@@ -155,3 +155,56 @@ CLASSICAL_BASELINES = {
     "flow_strain_lr": ClassicalBaseline("flow_strain_lr", _onset_apex_flow, _logistic(0.1), reads_motion=True),
     "difference_lr": ClassicalBaseline("difference_lr", _onset_apex_difference, _logistic(0.3)),
 }
+
+
+# --------------------------------------------------------------------------- the AU readout
+def flow_strain_vector(motion: np.ndarray) -> np.ndarray:
+    """`flow_strain_lr`'s features of one onset→apex motion field (H, W, 3)."""
+    return _onset_apex_flow(None, motion[None], 1)
+
+
+@dataclass(frozen=True)
+class AUReadout:
+    """One logistic regression per action unit over `flow_strain_lr`'s features (the
+    `au_flow_lr` row), as two arrays: the final model file carries it, so `mer predict`
+    gives AU probabilities with no pickled estimator to load. Each AU's standardisation is
+    folded into its weights (w / σ, b − Σ w μ / σ): the probabilities are the pipeline's."""
+
+    units: tuple[int, ...]  # the AU numbers, in the order of the rows below
+    weights: np.ndarray  # (K, D)
+    bias: np.ndarray  # (K,)
+
+    # A unit every training clip shows (or none does) is predicted constant: the logit of 1 − 1e-9.
+    CONSTANT_LOGIT = 20.7
+
+    @classmethod
+    def fit(cls, features: np.ndarray, targets: np.ndarray, units: tuple[int, ...], seed: int) -> AUReadout:
+        """`features` (N, D), `targets` (N, K) in {0, 1}, one column per unit of `units`."""
+        weights = np.zeros((targets.shape[1], features.shape[1]), np.float64)
+        bias = np.zeros(targets.shape[1], np.float64)
+        for k in range(targets.shape[1]):
+            seen = targets[:, k]
+            if seen.min() == seen.max():
+                bias[k] = cls.CONSTANT_LOGIT if seen[0] else -cls.CONSTANT_LOGIT
+                continue
+            pipeline = CLASSICAL_BASELINES["flow_strain_lr"].classifier(seed).fit(features, seen)
+            scaler, model = pipeline[0], pipeline[-1]  # binary: coef_ scores classes_[1], the 1s
+            w = model.coef_[0] / scaler.scale_
+            weights[k], bias[k] = w, model.intercept_[0] - w @ scaler.mean_
+        return cls(tuple(int(u) for u in units), weights, bias)
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """(N, D) → (N, K)."""
+        logits = np.asarray(features, np.float64) @ self.weights.T + self.bias
+        return 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
+
+    def to_state(self) -> dict:
+        """Plain tensors and ints, what `torch.load(weights_only=True)` reads back."""
+        import torch
+
+        return {"units": list(self.units), "weights": torch.from_numpy(self.weights),
+                "bias": torch.from_numpy(self.bias)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> AUReadout:
+        return cls(tuple(int(u) for u in state["units"]), state["weights"].numpy(), state["bias"].numpy())

@@ -4,7 +4,8 @@ multi-label, under the same held-out folds as the emotion rows (`finetune.protoc
 Rows (`finetune.au_variants`):
 - `au_flow_lr`: the onset→apex flow and strain features of `flow_strain_lr`, one
   class-balanced logistic regression per AU (an AU no training clip shows, or every one
-  does, is predicted constant): the cheap baseline the default run reports.
+  does, is predicted constant): the cheap baseline the default run reports. Fitted on
+  every clip, it is also the AU readout the final model file carries for `mer predict`.
 - `au_miacnet`: MIACNet from random weights, end to end, its head a K-logit multi-label
   layer trained with binary cross-entropy, each AU's positives weighted by its negatives /
   positives in the fold's training clips (capped at `MAX_POS_WEIGHT`): per-AU class balance.
@@ -17,6 +18,7 @@ only). Each held-out clip gives one prediction row: `label` its true AUs as a co
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,8 +26,8 @@ import torch.nn.functional as F
 
 from mer_core.config import FinetuneParams
 from mer_core.data.action_units import AU_SETS, au_code, au_targets
-from mer_core.data.training_sets import MicroClips
-from mer_core.models.classical import CLASSICAL_BASELINES
+from mer_core.data.training_sets import MicroClips, load_micro_clips
+from mer_core.models.classical import AUReadout, flow_strain_vector
 from mer_core.training import engine
 from mer_core.training.finetune import FoldSetup, Objective, folds_of, train_miacnet
 
@@ -57,30 +59,20 @@ def au_rows(clips: MicroClips, targets: np.ndarray, fold: int, test: list[int], 
             for j, i in enumerate(test)]
 
 
-def _fit_per_au(features: np.ndarray, targets: np.ndarray, train: list[int], test: list[int], seed: int
-                ) -> np.ndarray:
-    """(len(test), K) probabilities from one logistic regression per AU."""
-    baseline = CLASSICAL_BASELINES["flow_strain_lr"]
-    out = np.zeros((len(test), targets.shape[1]), np.float32)
-    for k in range(targets.shape[1]):
-        seen = targets[train, k]
-        if seen.min() == seen.max():  # no positive (or no negative) to learn from
-            out[:, k] = seen[0]
-            continue
-        model = baseline.classifier(seed).fit(features[train], seen)
-        out[:, k] = model.predict_proba(features[test])[:, list(model.classes_).index(1.0)]
-    return out
+def flow_strain_features(clips: MicroClips) -> np.ndarray:
+    """(N, D) `flow_strain_lr` features of every clip, from its onset→apex motion."""
+    motion = clips.motion.float().numpy()
+    return np.stack([flow_strain_vector(motion[i][max(int(clips.apex_index[i]), 1) - 1]) for i in range(len(clips))])
 
 
 def run_au_flow_lr(clips: MicroClips, protocol: str, au_set: str, seed: int) -> tuple[list[dict], list[dict]]:
     """`au_flow_lr` under the folds of `protocol`: prediction rows and a summary per fold."""
     targets = au_targets(clips.action_units, au_set)
-    baseline = CLASSICAL_BASELINES["flow_strain_lr"]
-    motion = clips.motion.float().numpy()
-    features = np.stack([baseline.features(None, motion[i], int(clips.apex_index[i])) for i in range(len(clips))])
+    features = flow_strain_features(clips)
     rows, folds = [], []
     for fold, (held_out, train, test) in enumerate(folds_of(clips, protocol)):
-        probabilities = _fit_per_au(features, targets, train, test, seed)
+        readout = AUReadout.fit(features[train], targets[train], AU_SETS[au_set], seed)
+        probabilities = readout.probabilities(features[test])
         folds.append({"fold": fold, "held_out": held_out, "clips": len(test), "train_loss": []})
         rows += au_rows(clips, targets, fold, test, [probabilities], "au_flow_lr", seed, au_set)
     return rows, folds
@@ -116,3 +108,14 @@ def run_action_units(variant: str, params: FinetuneParams, clips: MicroClips, se
     else:
         rows, folds = run_au_miacnet(setup, clips, params.au_set, seed)
     return rows, folds, time.perf_counter() - started
+
+
+def final_au_readout(params: FinetuneParams, clips_dir: Path, features_dir: Path, datasets: list[str]
+                     ) -> AUReadout | None:
+    """`au_flow_lr` on every AU-coded micro clip, for the final model file (so `mer predict`
+    gives AU probabilities); None when no clip carries an AU of `params.au_set`."""
+    clips = load_micro_clips(clips_dir, datasets, None, features_dir)
+    targets = au_targets(clips.action_units, params.au_set)
+    if not targets.any():
+        return None
+    return AUReadout.fit(flow_strain_features(clips), targets, AU_SETS[params.au_set], params.seeds[0])

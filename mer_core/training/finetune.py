@@ -43,7 +43,7 @@ from mer_core.evaluation.ceiling import au_oracle_predictions
 from mer_core.evaluation.metrics import unweighted_f1
 from mer_core.evaluation.predictions import prediction_row
 from mer_core.evaluation.protocols import held_out_folds, inner_subject_split
-from mer_core.models.classical import CLASSICAL_BASELINES
+from mer_core.models.classical import AUReadout, CLASSICAL_BASELINES
 from mer_core.models.encoders import mirror_flow, reads_motion
 from mer_core.models.flow_cnn import STSTNet
 from mer_core.models.miacnet import BranchTokens, MIACNet, build_miacnet
@@ -476,13 +476,19 @@ def run_finetuning(params: FinetuneParams, files: FinetuneFiles, datasets: list[
               "clips": len(clips), "subjects": len(set(clips.subjects)),
               "seconds": {f"{j.variant}/seed{j.seed}": r["seconds"] for j, r in zip(jobs, results)},
               "folds": {f"{j.variant}/seed{j.seed}": r.get("folds", []) for j, r in zip(jobs, results)}}
-    report["final_model"] = train_final_model(params, clips, inputs, files, device)
+    readout = None
+    if params.au_variants:
+        from mer_core.training.action_units import final_au_readout  # the AU task builds on this module
+
+        readout = final_au_readout(params, files.clips, files.features, datasets)
+    report["final_model"] = train_final_model(params, clips, inputs, files, device, readout)
     return rows, report
 
 
 def train_final_model(params: FinetuneParams, clips: MicroClips, inputs: ModelInputs, files: FinetuneFiles,
-                      device: torch.device) -> dict:
-    """MIACNet of `params.variant` on every subject, saved with what inference needs."""
+                      device: torch.device, au_readout: AUReadout | None = None) -> dict:
+    """MIACNet of `params.variant` on every subject, saved with what inference needs, and
+    with `au_readout` (the AU task's `au_flow_lr` on every clip) when there is one."""
     generator = engine.seed_everything(params.seeds[0])
     setup = fold_setup(params, params.variant, inputs, clips.img_size, files.encoders, device)
     setup = setup.with_fixed_encoders(len(clips.classes))
@@ -500,6 +506,7 @@ def train_final_model(params: FinetuneParams, clips: MicroClips, inputs: ModelIn
         "motion": {"flow": inputs.flow, "magnification": inputs.magnification},
         # Pseudonyms only: lets a later evaluation tell unseen subjects from training ones.
         "subjects": sorted(set(clips.subjects)),
+        **({"action_units": {"au_set": params.au_set, **au_readout.to_state()}} if au_readout else {}),
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
     return {"path": str(files.final_model), "variant": params.variant, "clips": len(clips),
             "epochs": setup.params.epochs, "seconds": round(seconds, 1), "train_loss": [round(v, 5) for v in losses]}

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mer_core.models.classical import CLASSICAL_BASELINES, UNIFORM_BINS, lbp_codes, lbp_top_features
+from mer_core.models.classical import CLASSICAL_BASELINES, UNIFORM_BINS, AUReadout, lbp_codes, lbp_top_features
 from mer_core.models.encoders import mirror_flow
 from mer_core.models.flow_cnn import STSTNet
 
@@ -122,3 +122,20 @@ def test_the_au_baseline_finds_planted_action_units_and_evaluate_reports_them_be
     assert entry["mean_f1"] >= 0.9 and entry["per_au_f1"]["AU1"] >= 0.9 and entry["per_au_f1"]["AU9"] == 0.0
     assert report["ceiling"]["mean_f1"] == 1.0 and report["always_on"]["mean_f1"] == pytest.approx(2 / 3, abs=1e-4)
     assert entry["per_dataset"] == {"lab": entry["mean_f1"]}
+
+
+def test_the_au_readout_is_the_fitted_pipelines_and_survives_a_safe_load(tmp_path):
+    """The readout the final model carries: the same probabilities as the scaled logistic
+    regressions it folds, a constant unit predicted constant, and plain tensors on disk."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(3.0, [0.5, 2.0, 8.0, 1.0], (60, 4))
+    targets = np.stack([features[:, 0] + rng.normal(0, 0.3, 60) > 3, np.zeros(60), np.ones(60)], 1).astype(float)
+    readout = AUReadout.fit(features, targets, (1, 2, 4), seed=0)
+    pipeline = CLASSICAL_BASELINES["flow_strain_lr"].classifier(0).fit(features, targets[:, 0])
+    probabilities = readout.probabilities(features)
+    np.testing.assert_allclose(probabilities[:, 0], pipeline.predict_proba(features)[:, 1], rtol=1e-6, atol=1e-9)
+    assert (probabilities[:, 1] < 1e-8).all() and (probabilities[:, 2] > 1 - 1e-8).all()
+    torch.save(readout.to_state(), tmp_path / "au.pt")
+    loaded = AUReadout.from_state(torch.load(tmp_path / "au.pt", weights_only=True))
+    assert loaded.units == (1, 2, 4)
+    np.testing.assert_array_equal(loaded.probabilities(features), probabilities)

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from mer_core.data.action_units import AU_SETS
 from mer_core.models.miacnet import build_miacnet
 from tests.conftest import REPO, TEST_KEY_HEX, VENV, free_port, readme_block, tiny_params
 
@@ -100,6 +101,7 @@ def test_learning_stages_report_honest_loso(repo):
             assert len({next(iter(s)) for s in subjects_of_fold.values()}) == len(subjects_of_fold)
     final = torch.load(repo / "models/final.pt", weights_only=True)
     assert final["variant"] == shipped and final["classes"]
+    assert tuple(final["action_units"]["units"]) == AU_SETS["synthetic"]  # `mer predict` gives AU probabilities
     model = build_miacnet(final["encoder"], len(final["classes"]), action_input=final["action_input"])
     model.load_state_dict(final["state_dict"])  # the saved model is complete: encoders and head
     plots = repo / "reports/plots"
@@ -168,6 +170,7 @@ def test_register_stage_fills_the_registry_with_a_carded_champion(repo):
     assert version.tags["data.version"] == data_version([repo / "data/processed/clips/synth_micro"])
     assert "## Ethics and consent" in version.description and "## Ablation" in version.description
     assert "iBUG 300-W, whose terms exclude commercial use" in version.description
+    assert "and for a video one per action unit (AU1, AU2, AU4" in version.description  # the AU readout
     assert "reads the grey apex − onset difference and the onset→apex optical flow" in version.description
     runs = client.search_runs([client.get_experiment_by_name("mer").experiment_id], max_results=1000)
     names = {r.info.run_name for r in runs}

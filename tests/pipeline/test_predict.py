@@ -60,10 +60,14 @@ def test_mer_predict_slides_windows_over_a_rendered_video(face_video, predict_se
     assert summary["share_of_windows_with_a_face"] == len(report["windows"]) / summary["windows"] > 0
     assert "synthetic faces" in summary["model_note"]  # the tiny params train on the generator's data
     assert report["video"] == face_video.name  # a name, never the source path
+    assert report["action_units"] == ["AU1", "AU4", "AU12"]  # the model's AU readout
     for window in report["windows"]:
         assert window["start_frame"] < window["end_frame"]
         assert abs(sum(window["probabilities"].values()) - 1) < 1e-3
         assert window["predicted"] in CLASSES
+        assert list(window["action_units"]) == report["action_units"]
+        assert all(0 <= p <= 1 for p in window["action_units"].values())
+    assert set(summary["mean_action_units"]) == set(report["action_units"])
     starts = [w["start_frame"] for w in report["windows"]]
     assert starts == sorted(starts) and len(set(starts)) == len(starts)
 
@@ -84,8 +88,9 @@ def test_mer_predict_on_the_registered_champion(face_video, predict_setup, store
     from_registry = _predict(str(face_video), "--model", "models:/mer-test@champion", "--params", str(params))
     from_file = _predict(str(face_video), "--model", str(model), "--params", str(params))
     assert from_registry.exit_code == 0, from_registry.output
-    windows = json.loads(from_registry.stdout)["windows"]
-    assert [w["probabilities"] for w in windows] == [w["probabilities"] for w in json.loads(from_file.stdout)["windows"]]
+    windows, file_windows = json.loads(from_registry.stdout)["windows"], json.loads(from_file.stdout)["windows"]
+    assert [w["probabilities"] for w in windows] == [w["probabilities"] for w in file_windows]
+    assert [w["action_units"] for w in windows] == [w["action_units"] for w in file_windows]
 
 
 def _write_video(path: Path, frames: list[np.ndarray], fps: float = 25) -> Path:
@@ -160,6 +165,9 @@ def test_mer_predict_does_not_run_code_from_a_crafted_model_file(face_video, pre
 @pytest.mark.parametrize("damage, message", [
     (lambda path: path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2]), "not a readable checkpoint"),
     (lambda path: torch.save({"weights": 1}, path), "not a mer checkpoint of this kind (no encoder"),
+    (lambda path: torch.save({**torch.load(path), "action_units": {"units": [1], "weights": torch.zeros(2),
+                                                                    "bias": torch.zeros(1)}}, path),
+     "its action-unit readout is malformed"),
 ])
 def test_mer_predict_refuses_a_damaged_model_file_in_one_line(face_video, predict_setup, damage, message):
     params, model = predict_setup
@@ -283,7 +291,7 @@ def test_the_registered_model_takes_a_video_as_well_as_clips(face_video, predict
     pyfunc = load_registered_model("models:/mer-test@champion", tiny_params_model(tmp_path).tracking, tmp_path)
     by_path = pyfunc.predict(str(face_video))
     assert list(by_path.columns[:5]) == ["start_frame", "end_frame", "start_s", "end_s", "predicted"]
-    assert set(by_path.columns[5:]) == set(CLASSES)
+    assert list(by_path.columns[5:]) == [*CLASSES, "AU1", "AU4", "AU12"]
     pd.testing.assert_frame_equal(pyfunc.predict(face_video.read_bytes()), by_path)
     encoded = pd.DataFrame({"video": [base64.b64encode(face_video.read_bytes()).decode()]})
     pd.testing.assert_frame_equal(pyfunc.predict(encoded), by_path)
