@@ -128,11 +128,12 @@ class IngestParams(_Section):
     # onset (and checks it on every frame), which dlib shape predictor gives its landmarks
     # (dlib68: iBUG 300-W, non-commercial use only; dlib5: no such limit, no regions), and
     # how frames are aligned: `landmarks` (eye centres levelled at a fixed distance, every
-    # frame mapped onto the onset) or `box` (the onset's detector box levelled by the eye
-    # line, one crop for the whole clip: the earlier front end, with `face_detector: haar`).
+    # frame mapped onto the onset by its own landmarks), `onset` (the onset's eye alignment
+    # for every frame: head motion is left to `stabilize`) or `box` (the onset's detector
+    # box levelled by the eye line: the earlier front end, with `face_detector: haar`).
     face_detector: Literal["hog", "haar"] = "hog"
     landmark_model: Literal["dlib68", "dlib5"] = "dlib68"
-    alignment: Literal["landmarks", "box"] = "landmarks"
+    alignment: Literal["landmarks", "onset", "box"] = "landmarks"
     # Register every frame of a clip to its first (sub-pixel translation inside the face)
     # after alignment: what is left of head jitter is as large as a micro-expression.
     stabilize: bool = True

@@ -98,9 +98,9 @@ class CropSettings:
     """How a clip's frames become aligned face crops; ingest and `mer predict` share them.
 
     `face_detector`: hog | haar. `landmark_model`: dlib68 | dlib5. `alignment`: landmarks
-    (similarity on the eye centres, every frame mapped onto the onset) | box (the onset
-    detector box levelled by the eye line, the same crop for every frame: the earlier
-    front end).
+    (similarity on the eye centres, every frame mapped onto the onset) | onset (the onset's
+    eye similarity for every frame) | box (the onset detector box levelled by the eye line,
+    the same crop for every frame: the earlier front end).
     """
 
     crop_size: int
@@ -406,6 +406,8 @@ def alignment_matrices(faces: list[Face], settings: CropSettings) -> list[np.nda
     if settings.alignment == "box":
         return [box_matrix(onset, model, settings.crop_size, settings.face_margin)] * len(faces)
     reference = eye_matrix(onset, model, settings.crop_size, settings.face_margin)
+    if settings.alignment == "onset":
+        return [reference] * len(faces)
     rigid = _RIGID[model]
     return [reference] + [_compose(reference, similarity(f.landmarks[rigid], onset.landmarks[rigid]))
                           for f in faces[1:]]

@@ -86,10 +86,12 @@ def lbp_top_features(volume: np.ndarray, grid: int = 4) -> np.ndarray:
 
 # --------------------------------------------------------------------------- flow features
 def grid_mean(field: np.ndarray, grid: int) -> np.ndarray:
-    """(H, W, C) → the mean of each of grid × grid blocks, (grid² · C,)."""
+    """(H, W, C) → the mean of each of grid × grid blocks, (grid² · C,), in float64: a block
+    the face mask leaves almost empty has a variance near 1e-90, which the scaler's float32
+    division turns into 0 / 0 (NaN features, a crashed fit)."""
     h, w, c = field.shape
     rows, cols = np.linspace(0, h, grid + 1).astype(int), np.linspace(0, w, grid + 1).astype(int)
-    return np.stack([field[rows[i]:rows[i + 1], cols[j]:cols[j + 1]].reshape(-1, c).mean(0)
+    return np.stack([field[rows[i]:rows[i + 1], cols[j]:cols[j + 1]].reshape(-1, c).mean(0, dtype=np.float64)
                      for i in range(grid) for j in range(grid)]).ravel()
 
 

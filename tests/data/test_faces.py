@@ -122,7 +122,8 @@ def test_frames_of_another_size_in_a_video_window_are_named():
         align_window(frames, [10, 11, 12, 13], SETTINGS, "clip.avi window 0")
 
 
-@pytest.mark.parametrize("detector, landmarks, alignment", [("haar", "dlib68", "box"), ("hog", "dlib5", "landmarks")])
+@pytest.mark.parametrize("detector, landmarks, alignment", [("haar", "dlib68", "box"), ("hog", "dlib5", "landmarks"),
+                                                             ("hog", "dlib68", "onset")])
 def test_the_other_front_ends_align_a_rendered_face(detector, landmarks, alignment):
     settings = CropSettings(64, 4, 1, 1, 0.15, 48, face_detector=detector, landmark_model=landmarks,
                             alignment=alignment)

@@ -139,3 +139,17 @@ def test_the_au_readout_is_the_fitted_pipelines_and_survives_a_safe_load(tmp_pat
     loaded = AUReadout.from_state(torch.load(tmp_path / "au.pt", weights_only=True))
     assert loaded.units == (1, 2, 4)
     np.testing.assert_array_equal(loaded.probabilities(features), probabilities)
+
+
+def test_a_block_the_mask_leaves_all_but_empty_gives_finite_features_and_a_fit():
+    """Flow of one subnormal float32 in a masked block (seen on real tuning data): its
+    variance over clips is ~1e-91, which a float32 division by the scale made 0 / 0."""
+    rng = np.random.default_rng(0)
+    fields = rng.normal(size=(20, 16, 16, 3)).astype(np.float32)
+    fields[:, :1, :1] = 0.0
+    fields[0, :1, :1] = np.float32(1e-45)  # the smallest subnormal
+    baseline = CLASSICAL_BASELINES["flow_strain_lr"]
+    features = np.stack([baseline.features(None, field[None], 1) for field in fields])
+    labels = np.array(["a", "b"] * 10)
+    model = baseline.classifier(0).fit(features, labels)
+    assert np.isfinite(model[0].transform(features)).all() and set(model.predict(features)) <= {"a", "b"}
