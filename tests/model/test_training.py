@@ -199,11 +199,12 @@ def test_pretrained_encoders_must_read_what_params_ask(tmp_path):
                       torch.device("cpu")).inputs.action_input == "difference"
 
 
-def _macro_table(directory: Path, clips: int = 8) -> None:
+def _macro_table(directory: Path, clips: int = 8, row_group: int = 4) -> None:
     frames = moving_clips(clips, frames=4).numpy()
     rows = [{"clip_id": f"c-{i}", "dataset": "tiny", "subject": "s-0", "kind": "macro", "frames": frames[i]}
             for i in range(clips)]
-    write_table(rows_to_table(rows, clip_schema(4, 64, with_source=False)), directory / "part-00000.parquet", 4)
+    write_table(rows_to_table(rows, clip_schema(4, 64, with_source=False)), directory / "part-00000.parquet",
+                row_group)
 
 
 _CHILD = """
