@@ -146,14 +146,21 @@ class MacroClipStream(IterableDataset):
             raise ValueError(f"no clip shards under {[str(d) for d in clips_dirs]}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside a world of {world_size} processes")
-        self.seed, self.epoch, self.rank, self.world_size = seed, 0, rank, world_size
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        # In shared memory: persistent DataLoader workers hold copies of this object made
+        # when they started, and would otherwise read epoch 0's shuffle every epoch.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         # Macro clips per group, from the `kind` column alone: long videos put micro and
         # macro clips in one table, and the step count of every rank is planned from these.
         self.macro_counts = [_macro_rows(path, g) for path, g in self.groups]
         self.clips = sum(self.macro_counts)
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(epoch)
 
     def epoch_groups(self, rank: int, worker: int = 0, workers: int = 1) -> list[int]:
         """Indices into `self.groups` that `worker` of `rank` reads this epoch, in reading order."""

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from torch.utils.data import DataLoader
 
 from mer_core.config import ParamsError, PretrainParams
 from mer_core.data.training_sets import MacroClipStream
@@ -128,6 +129,8 @@ def test_ranks_and_workers_read_disjoint_row_groups_that_cover_the_epoch(tmp_pat
     clips = [bytes(c.numpy()) for stream in shards for c in stream]
     assert len(clips) == len(set(clips)) == 10
     assert shards[0].batches_per_rank(2) == [3, 2]  # 3 groups against 2: rank 0 runs no more steps than rank 1
+    for rank, stream in enumerate(shards):  # the plan counts what a DataLoader with workers really yields
+        assert len(list(DataLoader(stream, batch_size=3, num_workers=2))) == stream.batches_per_rank(3, 2)[rank]
 
 
 def _params_file(root: Path) -> Path:
