@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test remote exps offline-plots bench bench-faces bench-memory bench-ablation bench-tuning bench-motion gpu-check clean
+.PHONY: install run test remote exps offline-plots bench bench-faces bench-memory bench-ablation bench-tuning bench-motion gpu-check bench-ddp clean
 
 # torch first and pinned: an unpinned torch drags in gigabytes of CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt
@@ -51,6 +51,9 @@ bench-motion: install  ## Farneback vs DIS (and magnification): ms per pair, flo
 
 gpu-check: install  ## on a CUDA machine, < 8 min: pre-training clips/s (compiled, eager), MFU, peak memory, data wait, CUDA fine-tuning (exits 0 without CUDA)
 	$(BIN)/python benchmarks/bench_gpu.py --eager-too --json reports/gpu_check.json
+
+bench-ddp: install  ## DDP on the CPU (after `make run`): 2 torchrun processes vs 1 with the doubled batch, losses and times
+	$(BIN)/python benchmarks/bench_ddp.py
 
 clean:
 	rm -rf data reports .dvc/cache .dvc/tmp

@@ -2,7 +2,9 @@
 
 Each task reproduces one DVC stage (`dvc repro --single-item <stage>`), so unchanged
 stages are skipped by DVC and `dvc.lock` records what ran. Stages run one after another:
-DVC holds a workspace lock and two `dvc repro` at once would fail.
+DVC holds a workspace lock and two `dvc repro` at once would fail. With
+`pretrain.nproc_per_node` > 1 the pretrain task's `dvc repro` runs `mer pretrain`, which
+starts `torchrun` as one subprocess: the DDP processes live there, never in a task.
 
 Flow parameter `params` overrides params.yaml for one run, as `dvc exp run --set-param`
 would: `{"finetune.epochs": 40}`. Overrides are validated before anything runs, written

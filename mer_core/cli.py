@@ -217,19 +217,27 @@ def features(params: Path = ParamsOption) -> None:
 @app.command()
 @stage
 def pretrain(params: Path = ParamsOption) -> None:
-    """Self-supervised pre-training (MA2MI, ContraWarping, both) on the macro clips."""
-    from mer_core.tracking import log_pretraining
-    from mer_core.training.pretrain import check_input_size, describe, run_pretraining
+    """Self-supervised pre-training (MA2MI, ContraWarping, both) on the macro clips; with
+    pretrain.nproc_per_node > 1, in that many DDP processes under torchrun."""
+    from mer_core.training import distributed
+    from mer_core.training.pretrain import batch_per_rank, check_input_size, describe, run_pretraining
 
     p = load_params(params)
     check_input_size(p.pretrain, p.ingest.crop_size)
     dirs = _clip_dirs(p, "macro")
-    session = _tracking(p, params, "pretrain", dirs)
+    if p.pretrain.nproc_per_node > 1 and not distributed.under_torchrun():
+        batch_per_rank(p.pretrain.batch_size, p.pretrain.nproc_per_node)  # a bad batch fails here, not in N processes
+        raise typer.Exit(distributed.run_under_torchrun(p.pretrain.nproc_per_node, ["pretrain", "--params", str(params)]))
+    ranks = distributed.ranks_from_environment()
+    session = _tracking(p, params, "pretrain", dirs) if ranks.is_main else None
     report = run_pretraining(p.pretrain, dirs, p.ingest.crop_size, p.paths.encoders, p.paths.checkpoints / "pretrain",
-                             p.features.flow)
-    write_json(p.paths.pretrain_report, report)
-    log_pretraining(session, p, report, [p.paths.pretrain_report])
-    typer.echo(describe(report))
+                             p.features.flow, ranks)
+    if ranks.is_main:
+        from mer_core.tracking import log_pretraining  # MLflow is loaded by rank 0 alone
+
+        write_json(p.paths.pretrain_report, report)
+        log_pretraining(session, p, report, [p.paths.pretrain_report])
+        typer.echo(describe(report))
 
 
 @app.command()

@@ -240,6 +240,9 @@ class PretrainParams(_Section):
     device: Device = "auto"
     compile: bool = True  # torch.compile, on CUDA only
     loader_workers: int = Field(0, ge=0)
+    # Above 1, `mer pretrain` starts itself again under `torchrun --nproc_per_node N` (DDP,
+    # one process per GPU, or CPU processes over gloo); `batch_size` stays the global batch.
+    nproc_per_node: int = Field(1, ge=1)
 
 
 class FinetuneParams(_Section):

@@ -202,7 +202,8 @@ def log_pretraining(session: TrackingSession, params: Params, report: dict, arti
         summary = {k: result[k] for k in ("clips", "clips_per_second", "seconds", "data_wait_fraction",
                                            "peak_gpu_memory_mib") if k in result}
         session.log_run(f"pretrain/{variant}", parent=parent, metrics=summary, history=result["history"],
-                        params={"variant": variant, "encoder": result["encoder"], "epochs": str(result["epochs"])},
+                        params={"variant": variant, "encoder": result["encoder"], "epochs": str(result["epochs"]),
+                                "processes": str(result.get("world_size", 1))},
                         seconds=result.get("seconds"))
     return parent
 

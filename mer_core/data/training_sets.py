@@ -131,33 +131,70 @@ def read_motion(directory: Path) -> dict[str, np.ndarray]:
 class MacroClipStream(IterableDataset):
     """Macro clips (T, H, W, C) uint8, streamed by Parquet row group in a seeded shuffle.
 
-    Each epoch (`set_epoch`) reshuffles the row groups and the clips inside each; with
-    DataLoader workers, worker w reads every w-th row group, so no clip is read twice.
+    Each epoch (`set_epoch`) reshuffles the row groups and the clips inside each. The
+    shuffled groups are dealt out like cards: with `world_size` training processes rank r
+    reads every world_size-th group from the r-th, and with DataLoader workers worker w
+    of a rank every workers-th of those, so no clip is read twice. Each group's clip order
+    is seeded by (seed, epoch, group) alone, so the order within a group does not depend
+    on which process or worker reads it.
     """
 
-    def __init__(self, clips_dirs: list[Path], seed: int = 0):
+    def __init__(self, clips_dirs: list[Path], seed: int = 0, rank: int = 0, world_size: int = 1):
         self.groups = [(path, g) for d in clips_dirs for path in shard_paths(Path(d))
                        for g in range(pq.ParquetFile(path).num_row_groups)]
         if not self.groups:
             raise ValueError(f"no clip shards under {[str(d) for d in clips_dirs]}")
-        self.seed, self.epoch = seed, 0
-        self.clips = sum(pq.ParquetFile(p).metadata.row_group(g).num_rows for p, g in self.groups)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of {world_size} processes")
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        # In shared memory: persistent DataLoader workers hold copies of this object made
+        # when they started, and would otherwise read epoch 0's shuffle every epoch.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        # Macro clips per group, from the `kind` column alone: long videos put micro and
+        # macro clips in one table, and the step count of every rank is planned from these.
+        self.macro_counts = [_macro_rows(path, g) for path, g in self.groups]
+        self.clips = sum(self.macro_counts)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(epoch)
 
-    def __iter__(self):
+    def epoch_groups(self, rank: int, worker: int = 0, workers: int = 1) -> list[int]:
+        """Indices into `self.groups` that `worker` of `rank` reads this epoch, in reading order."""
+        shuffled = random.Random(self.seed * 1_000_003 + self.epoch).sample(range(len(self.groups)), len(self.groups))
+        return shuffled[rank::self.world_size][worker::workers]
+
+    def batches_per_rank(self, batch_size: int, workers: int = 1) -> list[int]:
+        """How many batches of `batch_size` each rank's DataLoader with `workers` workers
+        (1 for none) yields this epoch: each worker batches its own clips, its last batch partial."""
+        return [sum(-(-sum(self.macro_counts[i] for i in self.epoch_groups(rank, w, workers)) // batch_size)
+                    for w in range(workers)) for rank in range(self.world_size)]
+
+    def keyed_clips(self):
+        """(key, clip) for this process's share of the epoch; the key (group index, row)
+        names the clip the same way whichever rank or worker reads it."""
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        order = rng.sample(self.groups, len(self.groups))[worker::workers]
-        for path, group in order:
+        for index in self.epoch_groups(self.rank, worker, workers):
+            path, group = self.groups[index]
             table = pq.ParquetFile(path).read_row_group(group, columns=["kind", "frames"])
             frames = frames_to_numpy(table.column("frames"))
             kinds = table.column("kind").to_pylist()
-            for i in rng.sample(range(len(frames)), len(frames)):
-                if kinds[i] == "macro":
-                    yield torch.from_numpy(frames[i].copy())
+            rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
+            for row in rng.sample(range(len(frames)), len(frames)):
+                if kinds[row] == "macro":
+                    yield (index, row), torch.from_numpy(frames[row].copy())
+
+    def __iter__(self):
+        return (clip for _, clip in self.keyed_clips())
+
+
+def _macro_rows(path: Path, group: int) -> int:
+    kinds = pq.ParquetFile(path).read_row_group(group, columns=["kind"]).column("kind").to_pylist()
+    return sum(kind == "macro" for kind in kinds)
 
 
 class MacroFramePairs(IterableDataset):
@@ -174,7 +211,8 @@ class MacroFramePairs(IterableDataset):
 
     Drawn here, in the DataLoader's workers when it has them, so only two frames per clip
     travel to the device and the flow is estimated beside training, not inside it. The
-    draw is seeded by (seed, epoch, worker): a run resumed at an epoch sees the same pairs.
+    draw is seeded by (seed, epoch, clip): a run resumed at an epoch sees the same pairs,
+    with any number of loader workers or training processes, and no two clips share a draw.
     """
 
     def __init__(self, clips: MacroClipStream, max_step: int, flow: str | None = None, seed: int = 0,
@@ -197,9 +235,8 @@ class MacroFramePairs(IterableDataset):
         return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
     def __iter__(self):
-        info = get_worker_info()
-        rng = np.random.default_rng([self.seed, self.stream.epoch, info.id if info else 0])
-        for clip in self.stream:  # (T, H, W, C) uint8; the loader's collation copies the two frames out
+        for (group, row), clip in self.stream.keyed_clips():  # (T, H, W, C) uint8
+            rng = np.random.default_rng([self.seed, self.stream.epoch, group, row])
             step = int(rng.integers(1, min(self.max_step, len(clip) - 1) + 1))
             start = int(rng.integers(0, len(clip) - step))
             pair = {"current": clip[start], "future": clip[start + step]}

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from mer_core.config import ParamsError, PretrainParams
@@ -28,8 +31,9 @@ from mer_core.models.contrawarp import ContraWarping
 from mer_core.models.encoders import ACTION_INPUTS, InputSizeError, normalize_frames, reads_motion
 from mer_core.models.ma2mi import MA2MI
 from mer_core.models.registry import create_model
-from mer_core.training import engine
+from mer_core.training import distributed, engine
 from mer_core.training.checkpoint import code_version, load_checkpoint, save_checkpoint, save_encoder
+from mer_core.training.distributed import Ranks
 
 log = logging.getLogger(__name__)
 
@@ -95,32 +99,80 @@ class PretrainResult:
     peak_gpu_memory_mib: float | None
     history: list[dict]
     resumed_from_epoch: int
+    world_size: int  # training processes (DDP ranks); the figures above are rank 0's clock
 
 
 def fingerprint(params: PretrainParams, variant: str, data: str, flow: str | None) -> str:
-    """What a checkpoint must match to be resumed: every setting that changes training, the data and the code."""
-    keys = params.model_dump(mode="json", exclude={"variants", "device", "loader_workers"})
+    """What a checkpoint must match to be resumed: every setting that changes training, the data and the code.
+
+    The number of processes is not among them: the checkpoint holds the global state (one
+    model, one optimizer, the epoch), so a run resumes with more or fewer processes."""
+    keys = params.model_dump(mode="json", exclude={"variants", "device", "loader_workers", "nproc_per_node"})
     payload = {**keys, "variant": variant, "data": data, "flow": flow, "code": code_version()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def batch_per_rank(batch_size: int, world_size: int) -> int:
+    """`pretrain.batch_size` is the global batch: each of `world_size` processes takes an equal share.
+
+    Raises:
+        ParamsError: the batch does not split evenly; the message names the key.
+    """
+    if batch_size % world_size:
+        raise ParamsError(f"pretrain.batch_size {batch_size} is the global batch and must split evenly over "
+                          f"{world_size} training processes; make it a multiple of {world_size}")
+    return batch_size // world_size
+
+
+def augmentation_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The generator of the objectives' in-model draws (ContraWarping's views) for one epoch of one
+    rank: ranks draw different views, and a run resumed at an epoch, with any number of
+    processes, draws what an unbroken run would have drawn there."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
+
+
+def steps_per_epoch(clips: MacroClipStream, batch: int, workers: int, ranks: Ranks) -> int | None:
+    """The optimizer steps every rank takes this epoch: the fewest batches any rank has, so no
+    rank waits forever in a gradient all-reduce the others never join (the longer shards
+    leave their last batches for another epoch's shuffle). None for one process: all its batches.
+
+    Raises:
+        ParamsError: some rank would get no batch at all.
+    """
+    if not ranks.distributed:
+        return None
+    steps = min(clips.batches_per_rank(batch, max(1, workers)))
+    if steps == 0:
+        raise ParamsError(f"pretrain.nproc_per_node: {ranks.world_size} processes need at least one row group of "
+                          f"macro clips each, and there are {len(clips.groups)}; use fewer processes or a smaller "
+                          f"ingest.row_group_size")
+    return steps
+
+
 def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path], img_size: int,
                      data: str, checkpoint_dir: Path, flow_method: str = "farneback",
-                     stop_after_epoch: int | None = None) -> tuple[dict, PretrainResult]:
+                     stop_after_epoch: int | None = None, ranks: Ranks = Ranks()) -> tuple[dict, PretrainResult]:
     """Train one variant, resuming from its checkpoint in `checkpoint_dir`; returns the
     encoder state and a summary.
+
+    Under DDP (`ranks.world_size` > 1, inside `distributed.process_group`) every rank calls
+    this: each reads its own share of the row groups, gradients are averaged over ranks, and
+    rank 0 alone writes the checkpoint; every rank returns the same state and losses.
 
     Args:
         flow_method: the optical flow the action encoder reads, when `params.action_input` has flow
             (the features stage's method, so pre-training and fine-tuning see one flow).
         stop_after_epoch: end early after this epoch (tests use it to simulate a kill).
+        ranks: this process's place among the training processes.
     """
-    device = engine.select_device(params.device)
-    generator = engine.seed_everything(params.seed)
+    device = distributed.device_of_rank(engine.select_device(params.device), ranks)
+    engine.seed_everything(params.seed)  # the same initial weights on every rank
+    rank_batch = batch_per_rank(params.batch_size, ranks.world_size)
     flow = flow_method if reads_motion(params.action_input) else None
     micro_scale = None if params.micro_scale is None else (params.micro_scale.low, params.micro_scale.high)
-    stream = MacroFramePairs(MacroClipStream(clips_dirs, seed=params.seed), params.max_step, flow, params.seed,
-                             micro_scale, params.micro_noise, flow_target=params.target == "flow")
+    clips = MacroClipStream(clips_dirs, seed=params.seed, rank=ranks.rank, world_size=ranks.world_size)
+    stream = MacroFramePairs(clips, params.max_step, flow, params.seed, micro_scale, params.micro_noise,
+                             flow_target=params.target == "flow")
     model = Pretrainer(variant, params, img_size).to(device)
     optimizer = engine.configure_optimizers(model.named_parameters(), params.lr, params.weight_decay)
     checkpoint_path = Path(checkpoint_dir) / f"{variant}.pt"
@@ -129,11 +181,12 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
     if (state := load_checkpoint(checkpoint_path, print_)) is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
         start_epoch, history = state["epoch"] + 1, state["history"]
-        log.info("%s: resuming after epoch %d from %s", variant, state["epoch"] + 1, checkpoint_path)
-    step_loss = engine.maybe_compile(model, device, params.compile)
-    loader = DataLoader(stream, batch_size=params.batch_size, num_workers=params.loader_workers,
+        if ranks.is_main:
+            log.info("%s: resuming after epoch %d from %s (written by %d process(es), now %d)", variant,
+                     state["epoch"] + 1, checkpoint_path, state.get("world_size", 1), ranks.world_size)
+    step_loss = engine.maybe_compile(data_parallel(model, device, ranks), device, params.compile)
+    loader = DataLoader(stream, batch_size=rank_batch, num_workers=params.loader_workers,
                         pin_memory=device.type == "cuda", persistent_workers=params.loader_workers > 0)
     started, waited = time.perf_counter(), 0.0
     if device.type == "cuda":
@@ -141,6 +194,7 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
     for epoch in range(start_epoch, params.epochs):
         stream.set_epoch(epoch)
         engine.set_lr(optimizer, engine.cosine_lr(1.0, epoch, params.epochs, params.warmup_epochs))
+        generator = augmentation_generator(params.seed, epoch, ranks.rank)
         parts: dict[str, list[float]] = {}
 
         def loss_of_batch(pairs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -151,17 +205,15 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
             return losses["loss"]
 
         model.train()
-        stats = engine.train_one_epoch(loss_of_batch, loader, optimizer, device)
+        steps = steps_per_epoch(clips, rank_batch, params.loader_workers, ranks)
+        stats = engine.train_one_epoch(loss_of_batch, itertools.islice(loader, steps), optimizer, device)
         waited += stats["data_wait_s"]
-        # Per-epoch time and data wait: the first epoch carries torch.compile's warm-up,
-        # so steady-state throughput is read from the later ones.
-        history.append({"epoch": epoch + 1, "steps": stats["steps"], "seconds": round(stats["seconds"], 3),
-                        "data_wait_s": round(stats["data_wait_s"], 3),
-                        **{k: round(sum(v) / len(v), 5) for k, v in parts.items()}})
-        log.info("%s epoch %d/%d %s", variant, epoch + 1, params.epochs, history[-1])
-        save_checkpoint(checkpoint_path, {"fingerprint": print_, "epoch": epoch, "model": model.state_dict(),
-                                                 "optimizer": optimizer.state_dict(),
-                                                 "generator": generator.get_state(), "history": history})
+        history.append(epoch_record(epoch, stats, parts, ranks))
+        if ranks.is_main:
+            log.info("%s epoch %d/%d %s", variant, epoch + 1, params.epochs, history[-1])
+            save_checkpoint(checkpoint_path, {"fingerprint": print_, "epoch": epoch, "model": model.state_dict(),
+                                              "optimizer": optimizer.state_dict(), "history": history,
+                                              "world_size": ranks.world_size})
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
     seconds = time.perf_counter() - started
@@ -170,24 +222,53 @@ def pretrain_variant(params: PretrainParams, variant: str, clips_dirs: list[Path
     result = PretrainResult(variant, params.encoder, len(history), stream.clips, round(seconds, 1),
                             round(stream.clips * trained_epochs / max(seconds, 1e-9), 1),
                             round(waited / max(seconds, 1e-9), 4), None if peak is None else round(peak, 1),
-                            history, start_epoch)
+                            history, start_epoch, ranks.world_size)
     return model.encoder_state(), result
 
 
+def data_parallel(model: Pretrainer, device: torch.device, ranks: Ranks) -> torch.nn.Module:
+    """`model` under DistributedDataParallel when there are several ranks, else itself.
+
+    `static_graph`: every step uses the same parameters, and some never (an encoder's pooled
+    head, unused by MA2MI; the action encoder under ContraWarping alone) — DDP learns that
+    set in the first step instead of searching the graph at every step.
+    """
+    if not ranks.distributed:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   static_graph=True)
+
+
+def epoch_record(epoch: int, stats: dict, parts: dict[str, list[float]], ranks: Ranks) -> dict:
+    """One line of the loss history: the epoch's mean losses over every rank (the loss of
+    the global batch, as one process with that batch would report it), steps and time."""
+    names = sorted(parts)
+    means = distributed.mean_over_ranks([sum(parts[k]) / len(parts[k]) for k in names], ranks)
+    # Per-epoch time and data wait: the first epoch carries torch.compile's warm-up,
+    # so steady-state throughput is read from the later ones.
+    return {"epoch": epoch + 1, "steps": stats["steps"], "seconds": round(stats["seconds"], 3),
+            "data_wait_s": round(stats["data_wait_s"], 3), **{k: round(v, 5) for k, v in zip(names, means)}}
+
+
 def run_pretraining(params: PretrainParams, clips_dirs: list[Path], img_size: int, out_dir: Path,
-                    checkpoint_dir: Path, flow_method: str = "farneback") -> dict:
-    """Train every variant in `params.variants`, save each encoder to `out_dir/<variant>.pt`.
+                    checkpoint_dir: Path, flow_method: str = "farneback", ranks: Ranks = Ranks()) -> dict:
+    """Train every variant in `params.variants`, save each encoder to `out_dir/<variant>.pt`
+    (rank 0 alone saves under DDP).
 
     Returns:
-        The report: device, encoder, and per variant its summary and loss history.
+        The report: device, encoder, processes, and per variant its summary and loss history.
     """
     data = data_version(clips_dirs)
-    report = {"device": str(engine.select_device(params.device)), "encoder": params.encoder,
+    device = distributed.device_of_rank(engine.select_device(params.device), ranks)
+    report = {"device": str(device), "encoder": params.encoder, "world_size": ranks.world_size,
               "data_fingerprint": data, "variants": {}}
-    for variant in params.variants:
-        state, result = pretrain_variant(params, variant, clips_dirs, img_size, data, checkpoint_dir, flow_method)
-        save_encoder(Path(out_dir) / f"{variant}.pt", state, params.encoder, variant, params.action_input)
-        report["variants"][variant] = asdict(result)
+    with distributed.process_group(ranks, device):
+        for variant in params.variants:
+            state, result = pretrain_variant(params, variant, clips_dirs, img_size, data, checkpoint_dir,
+                                             flow_method, ranks=ranks)
+            if ranks.is_main:
+                save_encoder(Path(out_dir) / f"{variant}.pt", state, params.encoder, variant, params.action_input)
+            report["variants"][variant] = asdict(result)
     return report
 
 

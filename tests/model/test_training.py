@@ -169,6 +169,24 @@ def test_frame_pairs_are_drawn_in_the_loader_with_their_flow_and_repeat_per_epoc
     assert "motion" not in next(iter(MacroFramePairs(MacroClipStream([tmp_path / "clips"]), 2)))
 
 
+def test_persistent_loader_workers_follow_the_epoch_and_draw_what_no_worker_draws(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from mer_core.data.training_sets import MacroClipStream, MacroFramePairs
+
+    _macro_table(tmp_path / "clips", clips=8, row_group=2)
+    pairs = MacroFramePairs(MacroClipStream([tmp_path / "clips"]), max_step=2, seed=3)
+    loader = DataLoader(pairs, batch_size=None, num_workers=2, persistent_workers=True)
+    drawn = {}
+    for epoch in (0, 1):
+        pairs.set_epoch(epoch)
+        in_workers = sorted(bytes(p["current"].numpy()) + bytes(p["future"].numpy()) for p in loader)
+        in_process = sorted(bytes(p["current"].numpy()) + bytes(p["future"].numpy()) for p in pairs)
+        assert in_workers == in_process and len(in_workers) == 8
+        drawn[epoch] = in_workers
+    assert drawn[0] != drawn[1]  # a new epoch draws new pairs, in the workers too
+
+
 def test_a_shrunk_macro_step_is_a_micro_movement_of_the_current_frame_towards_the_target(tmp_path):
     from mer_core.data.motion import optical_flow
     from mer_core.data.training_sets import MacroClipStream, MacroFramePairs
@@ -199,11 +217,12 @@ def test_pretrained_encoders_must_read_what_params_ask(tmp_path):
                       torch.device("cpu")).inputs.action_input == "difference"
 
 
-def _macro_table(directory: Path, clips: int = 8) -> None:
+def _macro_table(directory: Path, clips: int = 8, row_group: int = 4) -> None:
     frames = moving_clips(clips, frames=4).numpy()
     rows = [{"clip_id": f"c-{i}", "dataset": "tiny", "subject": "s-0", "kind": "macro", "frames": frames[i]}
             for i in range(clips)]
-    write_table(rows_to_table(rows, clip_schema(4, 64, with_source=False)), directory / "part-00000.parquet", 4)
+    write_table(rows_to_table(rows, clip_schema(4, 64, with_source=False)), directory / "part-00000.parquet",
+                row_group)
 
 
 _CHILD = """
