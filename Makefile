@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test remote exps offline-plots bench bench-faces bench-memory bench-ablation bench-tuning bench-motion gpu-check bench-ddp clean
+.PHONY: install run test remote exps offline-plots bench bench-faces bench-memory bench-ablation bench-tuning bench-motion bench-dask gpu-check bench-ddp clean
 
 # torch first and pinned: an unpinned torch drags in gigabytes of CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt
@@ -48,6 +48,9 @@ bench-tuning: install  ## the same ablation on the tuning benchmark, where every
 
 bench-motion: install  ## Farneback vs DIS (and magnification): ms per pair, flow-baseline UF1 on the tuning benchmark
 	$(BIN)/python benchmarks/bench_motion.py
+
+bench-dask: install  ## process pool vs a local Dask cluster: ingest clips/s (1 and 2 workers), LOSO wall time
+	$(BIN)/python benchmarks/bench_dask.py $(DASK_ARGS)
 
 gpu-check: install  ## on a CUDA machine, < 8 min: pre-training clips/s (compiled, eager), MFU, peak memory, data wait, CUDA fine-tuning (exits 0 without CUDA)
 	$(BIN)/python benchmarks/bench_gpu.py --eager-too --json reports/gpu_check.json

@@ -16,7 +16,7 @@ from pathlib import Path
 import typer
 
 from mer_core import MerError
-from mer_core.config import ParamsError, load_params
+from mer_core.config import ExecutorParams, ParamsError, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Micro-expression recognition pipeline stages.")
 log = logging.getLogger("mer")
@@ -152,14 +152,15 @@ def ingest(
 
     if adapter is None:
         p = load_params(params)
-        summaries = ingestion.ingest(p.ingest, p.paths.interim)
+        summaries = ingestion.ingest(p.ingest, p.paths.interim, executor=p.executor)
         write_json(p.paths.ingest_report, {name: s.as_report() for name, s in summaries.items()})
         typer.echo("\n".join(s.describe(name) for name, s in summaries.items()))
         return
     if source is None or output is None:
         raise ParamsError("--adapter needs --source DIR and --output DIR")
-    settings = load_params(params).ingest if params.exists() else None
-    summary, rejected = ingestion.ingest_folder(ingestion.folder_source(adapter, source, kind), output, settings)
+    p = load_params(params) if params.exists() else None
+    summary, rejected = ingestion.ingest_folder(ingestion.folder_source(adapter, source, kind), output,
+                                                p.ingest if p else None, p.executor if p else ExecutorParams())
     typer.echo(f"{source}: {summary.clips_listed} item(s) listed → {summary.rows} clip(s) in {output}, "
                f"{len(rejected)} rejected")
     typer.echo("".join(f"  rejected {r.item}: {r.reason}\n" for r in rejected), nl=False)
@@ -179,7 +180,7 @@ def anonymize(params: Path = ParamsOption) -> None:
     a = p.anonymize
     key = anon.load_key(a.key_env, a.key_file, Path(params).resolve().parent)
     report = anon.anonymize(p.paths.interim / CLIPS_DIR, p.paths.processed / CLIPS_DIR, key,
-                            a.mask_outside_face, a.workers)
+                            a.mask_outside_face, a.workers, p.executor)
     write_json(p.paths.anonymization_report, asdict(report))
     typer.echo(report.describe())
 
@@ -256,7 +257,7 @@ def finetune(params: Path = ParamsOption) -> None:
     dirs = _clip_dirs(p, "micro")
     session = _tracking(p, params, "finetune", dirs)
     rows, report = run_finetuning(p.finetune, FinetuneFiles.from_paths(p.paths), [d.name for d in dirs],
-                                  model_inputs(p))
+                                  model_inputs(p), p.executor)
     write_table(predictions_table(rows, report["classes"]), p.paths.predictions)
     write_json(p.paths.finetune_report, report)
     log_finetuning(session, p, report, {k: v for k, v in scores_by_run(rows).items() if k[0] in report["variants"]})

@@ -304,6 +304,24 @@ class RegisterParams(_Section):
     promotion_margin: float = Field(0.01, ge=0)
 
 
+class ExecutorParams(_Section):
+    """Where the independent jobs of ingest (clips), anonymize (shards) and finetune
+    ((variant, seed) LOSO runs) run: `process`, a pool of each stage's `workers` spawned
+    processes on this machine; `dask`, the workers of the Dask cluster whose scheduler is
+    at `address` (its size, not `workers`, sets how many run at once). Outputs are the same
+    either way, so no stage's DVC params and no checkpoint fingerprint include it."""
+
+    kind: Literal["process", "dask"] = "process"
+    address: str | None = None  # the Dask scheduler, e.g. tcp://10.0.0.5:8786
+
+    @model_validator(mode="after")
+    def _dask_has_a_scheduler(self) -> "ExecutorParams":
+        if self.kind == "dask" and not self.address:
+            raise ValueError("executor.kind dask needs executor.address, the Dask scheduler's address "
+                             "(e.g. tcp://10.0.0.5:8786, as `dask scheduler` prints it)")
+        return self
+
+
 class PathsParams(_Section):
     """Every file and folder the stages read and write, relative to the repo root (the
     params file's folder); dvc.yaml templates the same keys (`${paths.processed}`), so
@@ -347,6 +365,7 @@ class Params(_Section):
     pretrain: PretrainParams = PretrainParams()
     finetune: FinetuneParams = FinetuneParams()
     tracking: TrackingParams = TrackingParams()
+    executor: ExecutorParams = ExecutorParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
 
     @model_validator(mode="after")

@@ -15,12 +15,10 @@ import hashlib
 import hmac
 import json
 import logging
-import multiprocessing
 import os
 import re
 import secrets
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mer_core import MerError
+from mer_core.config import ExecutorParams
 from mer_core.data.faces import mask_outside_face
 from mer_core.data.store import (
     SOURCE_COLUMNS,
@@ -40,6 +39,7 @@ from mer_core.data.store import (
     write_row_groups,
     write_text_atomically,
 )
+from mer_core.parallel import open_job_pool
 
 log = logging.getLogger(__name__)
 
@@ -309,12 +309,14 @@ def _anonymize_shard(job: tuple[Path, Path, PseudonymKey, bool]) -> _ShardOutcom
 
 
 def anonymize(in_clips: Path, out_clips: Path, key: PseudonymKey, mask_outside_face: bool,
-              workers: int = 1) -> AnonymizationReport:
+              workers: int = 1, executor: ExecutorParams = ExecutorParams()) -> AnonymizationReport:
     """Rewrite every interim shard into `out_clips`, then prove no raw identifier survived.
 
     Shards are independent, so `workers` processes rewrite them side by side (reading,
     masking and re-compressing frames is the cost; at the GPU profile's sizes one process
-    managed about 40 clips/s on this project's 2-core machine).
+    managed about 40 clips/s on this project's 2-core machine); or the workers of a Dask
+    cluster (`executor`), which must read and write the same paths — and receive the key
+    inside each job, so a cluster across machines wants TLS (README, "Scale out with Dask").
 
     Raises:
         LeakError: the scan found a raw identifier or path; nothing is written.
@@ -328,12 +330,8 @@ def anonymize(in_clips: Path, out_clips: Path, key: PseudonymKey, mask_outside_f
                                  key_fingerprint=key.fingerprint)
     with staged_directory(out_clips) as staged:
         jobs = [(path, staged / path.relative_to(in_clips), key, mask_outside_face) for path in paths]
-        if workers > 1 and len(jobs) > 1:
-            # Spawn, not fork: OpenCV's thread pool deadlocks in a forked child.
-            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
-                outcomes = list(pool.map(_anonymize_shard, jobs))
-        else:
-            outcomes = [_anonymize_shard(job) for job in jobs]
+        with open_job_pool(executor, min(workers, len(jobs))) as pool:
+            outcomes = list(pool.map(_anonymize_shard, jobs))
         tokens = set().union(*(o.raw_tokens for o in outcomes))
         report.leak_scan = scan_for_leaks(shard_paths(staged), tokens)
         if report.leak_scan["findings"]:

@@ -1,20 +1,18 @@
 """Ingestion: raw layouts → decoded, face-cropped, frame-sampled clip table shards.
 
-Adapters say what the clips are; this module reads their pixels (in a process pool),
-finds and tracks the face, aligns it and writes the rows. Anything that fails — an
-unreadable file, no face, two faces, a face lost mid-clip, a bad sheet row — goes to the
-rejected table and the run carries on.
+Adapters say what the clips are; this module reads their pixels (in a process pool or on a
+Dask cluster: mer_core/parallel.py), finds and tracks the face, aligns it and writes the
+rows. Anything that fails — an unreadable file, no face, two faces, a face lost mid-clip, a
+bad sheet row — goes to the rejected table and the run carries on.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import re
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import numpy as np
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from mer_core.config import DatasetSource, IngestParams, ParamsError, validation_problems
+from mer_core.config import DatasetSource, ExecutorParams, IngestParams, ParamsError, validation_problems
 from mer_core.data.adapters import read_dataset
 from mer_core.data.adapters.sheets import RawClip
 from mer_core.data.corrections import CORRECTIONS_TABLE, Correction, load_corrections
@@ -46,6 +44,7 @@ from mer_core.data.video import (
     macro_windows,
     read_image_sequence,
 )
+from mer_core.parallel import JobPool, open_job_pool
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +270,7 @@ def protocol_labels(source: DatasetSource, clips: list[RawClip], composite: Comp
     return labelled, rejections
 
 
-def _ingest_dataset(source: DatasetSource, params: IngestParams, clips_dir: Path, pool,
+def _ingest_dataset(source: DatasetSource, params: IngestParams, clips_dir: Path, pool: JobPool,
                     corrections: list[Correction], composite: CompositeList | None
                     ) -> tuple[DatasetSummary, list[Rejection]]:
     start = time.perf_counter()
@@ -286,7 +285,7 @@ def _ingest_dataset(source: DatasetSource, params: IngestParams, clips_dir: Path
                          params.rows_per_shard, params.row_group_size)
     settings = CropSettings.from_params(params)
     jobs = [ClipJob(source.name, source.adapter, source.kind, clip, settings, label3) for clip, label3 in labelled]
-    results = pool.map(process_clip, jobs, chunksize=4) if pool else map(process_clip, jobs)
+    results = pool.map(process_clip, jobs, chunksize=4)
     for outcome in tqdm(results, total=len(jobs), desc=f"ingest {source.name}", unit="clip", leave=False, disable=None):
         for row in outcome.rows:
             writer.add(row)
@@ -310,8 +309,8 @@ def _without_root(rejection: Rejection, root: Path) -> Rejection:
 
 
 def ingest(params: IngestParams, out_dir: Path, sources: list[DatasetSource] | None = None,
-           keep_other_datasets: bool = False, corrections: Path | None = CORRECTIONS_TABLE
-           ) -> dict[str, DatasetSummary]:
+           keep_other_datasets: bool = False, corrections: Path | None = CORRECTIONS_TABLE,
+           executor: ExecutorParams = ExecutorParams()) -> dict[str, DatasetSummary]:
     """Ingest every data set into `out_dir/clips/<name>/` and `out_dir/rejected.parquet`.
 
     The whole of `out_dir` is built beside the old one and swapped in at the end, so an
@@ -322,6 +321,8 @@ def ingest(params: IngestParams, out_dir: Path, sources: list[DatasetSource] | N
         keep_other_datasets: carry over the clips and rejections of data sets already in
             `out_dir` that `sources` does not name (an ad-hoc ingest adds, never deletes).
         corrections: the sheet corrections table (mer_core/data/corrections.py); None: none.
+        executor: where the clips are processed (`params.workers` processes, or a Dask
+            cluster); the output is the same.
     """
     sources = params.datasets if sources is None else sources
     if not sources:
@@ -332,17 +333,11 @@ def ingest(params: IngestParams, out_dir: Path, sources: list[DatasetSource] | N
     with staged_directory(out_dir) as staged:
         if keep_other_datasets:
             rejections += _carry_over(out_dir, staged, {s.name for s in sources})
-        # Spawn, not fork: OpenCV's thread pool deadlocks in a forked child.
-        pool = ProcessPoolExecutor(params.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker) if params.workers > 1 else None
-        try:
+        with open_job_pool(executor, params.workers, _init_worker) as pool:
             for source in sources:
                 summaries[source.name], rejected = _ingest_dataset(source, params, staged / CLIPS_DIR, pool, table,
                                                                    composite)
                 rejections.extend(rejected)
-        finally:
-            if pool:
-                pool.shutdown()
         write_rejected(rejections, staged / REJECTED_FILE)
     return summaries
 
@@ -394,8 +389,8 @@ def folder_source(adapter: str, root: Path, kind: str = "macro") -> DatasetSourc
                           + "; ".join(validation_problems(exc))) from None
 
 
-def ingest_folder(source: DatasetSource, output: Path, settings: IngestParams | None = None
-                  ) -> tuple[DatasetSummary, list[Rejection]]:
+def ingest_folder(source: DatasetSource, output: Path, settings: IngestParams | None = None,
+                  executor: ExecutorParams = ExecutorParams()) -> tuple[DatasetSummary, list[Rejection]]:
     """Ingest one data set into `output/clips/<name>/` and `output/rejected.parquet` with the
     crop settings of `settings` (the defaults if None), keeping the other data sets an
     earlier run put there; returns its summary and its rejections.
@@ -406,5 +401,5 @@ def ingest_folder(source: DatasetSource, output: Path, settings: IngestParams | 
     check_ingest_output(output)
     settings = settings or IngestParams(datasets=[source])
     summary = ingest(settings.model_copy(update={"datasets": [source]}), Path(output),
-                     keep_other_datasets=True)[source.name]
+                     keep_other_datasets=True, executor=executor)[source.name]
     return summary, [r for r in read_rejected(Path(output) / REJECTED_FILE) if r.dataset == source.name]

@@ -23,12 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import get_args
 
@@ -36,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mer_core.config import AUVariant, FinetuneParams, Params, PathsParams, learned_variant
+from mer_core.config import AUVariant, ExecutorParams, FinetuneParams, Params, PathsParams, learned_variant
 from mer_core.data.store import CLIPS_DIR, data_version
 from mer_core.data.training_sets import MicroClips, load_micro_clips
 from mer_core.evaluation.ceiling import au_oracle_predictions
@@ -47,6 +44,7 @@ from mer_core.models.classical import AUReadout, CLASSICAL_BASELINES
 from mer_core.models.encoders import mirror_flow, reads_motion
 from mer_core.models.flow_cnn import STSTNet
 from mer_core.models.miacnet import BranchTokens, MIACNet, build_miacnet
+from mer_core.parallel import open_job_pool
 from mer_core.training import engine
 from mer_core.training.checkpoint import code_version, load_checkpoint, load_encoder, save_checkpoint
 
@@ -410,8 +408,8 @@ def _needs_motion(variant: str, inputs: ModelInputs) -> bool:
 
 
 def run_loso_job(job: LosoJob) -> dict:
-    """One (variant, seed) LOSO run in its own process; its rows are checkpointed, so a
-    restarted stage skips every run that already finished."""
+    """One (variant, seed) LOSO run, in a pool process or on a Dask worker; its rows are
+    checkpointed, so a restarted stage skips every run that already finished."""
     torch.set_num_threads(job.threads)
     p, files = job.params, job.files
     features = files.features if _needs_motion(job.variant, job.inputs) else None
@@ -447,27 +445,26 @@ def _quiet_worker() -> None:
     logging.basicConfig(level=logging.WARNING)
 
 
-def run_finetuning(params: FinetuneParams, files: FinetuneFiles, datasets: list[str], inputs: ModelInputs
-                   ) -> tuple[list[dict], dict]:
+def run_finetuning(params: FinetuneParams, files: FinetuneFiles, datasets: list[str], inputs: ModelInputs,
+                   executor: ExecutorParams = ExecutorParams()) -> tuple[list[dict], dict]:
     """LOSO for every (variant, seed) of the ablation plus the AU-oracle ceiling, then the
-    final model on all subjects. Returns the prediction rows and the report."""
+    final model on all subjects. Returns the prediction rows and the report.
+
+    The (variant, seed) runs are independent: `params.workers` processes run them side by
+    side on CPU (one on CUDA), or the workers of a Dask cluster (`executor`).
+    """
     variants = list(dict.fromkeys([params.variant, *params.ablation]))
     device = engine.select_device(params.device)
     workers = 1 if device.type == "cuda" else params.workers
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    # The longest runs first, so that two workers finish together.
-    jobs = sorted((LosoJob(params, files, v, seed, inputs, tuple(datasets), threads)
-                   for v in [*variants, *params.au_variants] for seed in params.seeds),
-                  key=lambda j: learned_variant(j.variant) is None and j.variant != "au_miacnet")
-    if workers == 1:
-        results = [run_loso_job(job) for job in jobs]
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_quiet_worker) as pool:
-            results = []
-            for done, result in enumerate(pool.map(run_loso_job, jobs), start=1):
-                log.info("LOSO runs done: %d/%d (%s seed %d)", done, len(jobs), jobs[done - 1].variant,
-                         jobs[done - 1].seed)
-                results.append(result)
+    with open_job_pool(executor, workers, _quiet_worker) as pool:
+        # The longest runs first, so that two workers finish together.
+        jobs = sorted((LosoJob(params, files, v, seed, inputs, tuple(datasets), pool.threads_per_job)
+                       for v in [*variants, *params.au_variants] for seed in params.seeds),
+                      key=lambda j: learned_variant(j.variant) is None and j.variant != "au_miacnet")
+        results = []
+        for done, (job, result) in enumerate(zip(jobs, pool.map(run_loso_job, jobs)), start=1):
+            log.info("LOSO runs done: %d/%d (%s seed %d)", done, len(jobs), job.variant, job.seed)
+            results.append(result)
     rows = [row for result in results for row in result["rows"]]
     clips = load_micro_clips(files.clips, datasets, params.label_column, files.features if inputs.reads_motion else None)
     rows += au_oracle_predictions(clips, params.protocol)

@@ -85,6 +85,15 @@ def test_an_empty_dataset_list_is_refused(tmp_path):
         load_params(_write(tmp_path, params))
 
 
+def test_a_dask_executor_without_a_scheduler_address_is_refused_by_name(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["executor"] = {"kind": "dask"}
+    with pytest.raises(ParamsError, match=r"executor\.kind dask needs executor\.address"):
+        load_params(_write(tmp_path, params))
+    params["executor"]["address"] = "tcp://127.0.0.1:8786"
+    assert load_params(_write(tmp_path, params)).executor.address == "tcp://127.0.0.1:8786"
+
+
 def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text((REPO / "params.yaml").read_text().replace("\nfinetune:\n", "\nfinetune:\n  epochs: 3\n", 1))

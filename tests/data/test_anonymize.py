@@ -189,7 +189,7 @@ def test_another_key_is_refused_and_the_output_kept(interim, tmp_path):
 def test_a_lost_key_file_is_noticed_not_silently_replaced(interim, tmp_path, monkeypatch):
     monkeypatch.delenv("MER_PSEUDONYM_KEY", raising=False)
     key_file, repo, out = tmp_path / "keys" / "pseudonym.key", tmp_path / "repo", tmp_path / CLIPS_DIR
-    anonymize(interim, out, load_key("MER_PSEUDONYM_KEY", key_file, repo_root=repo), False, 0.15)
+    anonymize(interim, out, load_key("MER_PSEUDONYM_KEY", key_file, repo_root=repo), mask_outside_face=False)
     key_file.unlink()  # a new machine, a wiped home folder
     fresh = load_key("MER_PSEUDONYM_KEY", key_file, repo_root=repo)
     assert fresh.created
