@@ -133,7 +133,7 @@ class IngestParams(_Section):
     # box levelled by the eye line: the earlier front end, with `face_detector: haar`).
     face_detector: Literal["hog", "haar"] = "hog"
     landmark_model: Literal["dlib68", "dlib5"] = "dlib68"
-    alignment: Literal["landmarks", "onset", "box"] = "landmarks"
+    alignment: Literal["landmarks", "onset", "box"] = "onset"
     # Register every frame of a clip to its first (sub-pixel translation inside the face)
     # after alignment: what is left of head jitter is as large as a micro-expression.
     stabilize: bool = True
