@@ -180,6 +180,6 @@ def register_tiny(session, tmp_path: Path, uf1: float, seed: int = 0, protocol: 
     model = write_final_model(tmp_path / f"final{seed}.pt", seed)
     config = {"mask_margin": 0.15, "crop_size": 64, "frames_per_clip": FRAMES, "face_margin": 0.15,
               "min_face_px": 48, "stabilize": True, "face_detector": "hog", "landmark_model": "dlib68",
-              "alignment": "landmarks"}
+              "alignment": "onset"}
     return register_model(session, "mer-test", model, Standing(uf1, protocol, data_version),
                           {"uf1": uf1}, f"# card for seed {seed}\n", 0.01, FRAMES, config, [], settings)

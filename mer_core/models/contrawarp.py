@@ -26,10 +26,10 @@ from mer_core.models.encoders import Encoder
 # [-1, 1] (grid_sample coordinates): the mean of `part_centres` over 30 rendered faces
 # (the portrait's lie within 0.1 of them).
 WARP_CENTRES = torch.tensor([
-    [-0.30, -0.31], [0.30, -0.31],  # brows
-    [-0.26, -0.15], [0.26, -0.15],  # eyes
-    [-0.20, 0.39], [0.20, 0.39],  # mouth corners
-    [0.0, 0.33], [0.0, 0.45],  # upper and lower lip
+    [-0.36, -0.54], [0.36, -0.54],  # brows
+    [-0.31, -0.32], [0.31, -0.32],  # eyes
+    [-0.22, 0.30], [0.22, 0.30],  # mouth corners
+    [0.0, 0.22], [0.0, 0.38],  # upper and lower lip
 ])
 # Which of the 68 landmarks make each part above (iBUG 300-W layout, image left first).
 PART_LANDMARKS = (range(17, 22), range(22, 27), range(36, 42), range(42, 48), [48], [54], [51], [57])
