@@ -31,6 +31,7 @@ from mer_core.data.faces import (
     mask_outside_face,
     track_stream,
 )
+from mer_core.data.action_units import unit_names
 from mer_core.data.motion import onset_motion
 from mer_core.data.video import FrameReadError, VideoReader, micro_frame_numbers, read_video_frames
 from mer_core.models.classical import AUReadout, flow_strain_vector
@@ -80,10 +81,6 @@ def _au_readout(path: Path, state: dict | None) -> AUReadout | None:
     if not ok:
         raise CheckpointError(f"{path}: its action-unit readout is malformed")
     return readout
-
-
-def au_names(readout: AUReadout) -> list[str]:
-    return [f"AU{unit}" for unit in readout.units]
 
 
 def _masked(clips: np.ndarray, mask_margin: float | None) -> np.ndarray:
@@ -190,7 +187,7 @@ def au_outputs(meta: dict, mask_margin: float | None) -> dict:
     readout = meta.get("action_units")
     if readout is None:
         return {}
-    return {"action_units": au_names(readout),
+    return {"action_units": unit_names(readout.units),
             "predict_action_units": lambda clips: au_probabilities(readout, clips, mask_margin, meta["motion"])}
 
 

@@ -53,7 +53,12 @@ def parse_action_units(code: str | None, keep_tagged: bool = False) -> frozenset
 
 def au_names(au_set: str) -> list[str]:
     """`['AU1', 'AU2', ...]` of a named AU set."""
-    return [f"AU{au}" for au in AU_SETS[au_set]]
+    return unit_names(AU_SETS[au_set])
+
+
+def unit_names(units: Sequence[int]) -> list[str]:
+    """`['AU1', 'AU2', ...]` of AU numbers."""
+    return [f"AU{au}" for au in units]
 
 
 def au_targets(codes: Sequence[str | None], au_set: str) -> np.ndarray:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import get_args
 
 from mer_core.config import BaselineVariant, learned_variant
-from mer_core.data.action_units import au_names, au_targets
+from mer_core.data.action_units import au_names, au_targets, unit_names
 from mer_core.data.labels import composite_label
 from mer_core.evaluation.ceiling import ORACLE_VARIANT
 from mer_core.evaluation.metrics import mean_au_f1, per_au_f1, per_class_scores, summarize
@@ -305,7 +305,7 @@ def _output_line(model: dict, ablation: dict) -> str:
     f1 = ablation.get("action_units", {}).get("variants", {}).get("au_flow_lr", {}).get("mean_f1")
     held_out = f"; held out, its mean F1 is {f1:.3f}" if f1 is not None else ""
     return (f"- Output: one probability per class, and for a video one per action unit "
-            f"({', '.join(f'AU{u}' for u in readout.units)}) from `au_flow_lr` fitted on every clip{held_out}.")
+            f"({', '.join(unit_names(readout.units))}) from `au_flow_lr` fitted on every clip{held_out}.")
 
 
 def _landmark_licence(landmark_model: str) -> list[str]:

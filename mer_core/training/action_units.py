@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from mer_core.config import FinetuneParams
 from mer_core.data.action_units import AU_SETS, au_code, au_targets
 from mer_core.data.training_sets import MicroClips, load_micro_clips
-from mer_core.models.classical import AUReadout, flow_strain_vector
+from mer_core.models.classical import AUReadout, CLASSICAL_BASELINES
 from mer_core.training import engine
 from mer_core.training.finetune import FoldSetup, Objective, folds_of, train_miacnet
 
@@ -61,8 +61,8 @@ def au_rows(clips: MicroClips, targets: np.ndarray, fold: int, test: list[int], 
 
 def flow_strain_features(clips: MicroClips) -> np.ndarray:
     """(N, D) `flow_strain_lr` features of every clip, from its onset→apex motion."""
-    motion = clips.motion.float().numpy()
-    return np.stack([flow_strain_vector(motion[i][max(int(clips.apex_index[i]), 1) - 1]) for i in range(len(clips))])
+    baseline, motion = CLASSICAL_BASELINES["flow_strain_lr"], clips.motion.float().numpy()
+    return np.stack([baseline.features(None, motion[i], int(clips.apex_index[i])) for i in range(len(clips))])
 
 
 def run_au_flow_lr(clips: MicroClips, protocol: str, au_set: str, seed: int) -> tuple[list[dict], list[dict]]:
