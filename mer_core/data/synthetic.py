@@ -18,18 +18,17 @@ import csv
 import io
 import logging
 import math
-import multiprocessing
 import re
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from mer_core.config import Nuisance, Range, SynthesizeParams
+from mer_core.config import ExecutorParams, Nuisance, Range, SynthesizeParams
 from mer_core.data.store import staged_directory, write_atomically
+from mer_core.parallel import open_job_pool
 
 log = logging.getLogger(__name__)
 
@@ -635,9 +634,7 @@ def synthesize(params: SynthesizeParams, out_dir: Path, workers: int = 1) -> dic
     with staged_directory(Path(out_dir)) as out:
         micro_jobs = [(k + 1, s, params, out) for k, s in enumerate(micro_seeds)]
         macro_jobs = [(f"actor{k + 1:03d}", s, params, out) for k, s in enumerate(macro_seeds)]
-        # Spawn, not fork: OpenCV's thread pool deadlocks in a forked child.
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=spawn) if workers > 1 else _Serial() as pool:
+        with open_job_pool(ExecutorParams(), workers) as pool:
             micro_rows = [row for rows in pool.map(_write_micro_subject, micro_jobs) for row in rows]
             macro_rows = [row for rows in pool.map(_write_macro_subject, macro_jobs) for row in rows]
         _write_micro_sheet(out / "micro" / MICRO_SHEET_NAME, micro_rows)
@@ -655,17 +652,3 @@ def _count(values) -> dict[str, int]:
     for v in values:
         counts[v] = counts.get(v, 0) + 1
     return dict(sorted(counts.items()))
-
-
-class _Serial:
-    """A stand-in for a process pool when one worker is asked for."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    @staticmethod
-    def map(fn, items):
-        return map(fn, items)
