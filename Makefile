@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test remote exps offline-plots bench bench-faces bench-memory bench-ablation bench-tuning bench-motion bench-dask gpu-check bench-ddp clean
+.PHONY: install run test remote exps offline-plots bench bench-faces bench-memory bench-ablation bench-labels bench-tuning bench-motion bench-dask gpu-check bench-ddp clean
 
 # torch first and pinned: an unpinned torch drags in gigabytes of CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt
@@ -42,6 +42,12 @@ bench-memory: install  ## peak RSS of ingest on a short video vs one 10× longer
 
 bench-ablation: install  ## the ablation over pre-training × fine-tuning seeds on the reported benchmark (after `make run`)
 	$(BIN)/python benchmarks/bench_ablation.py --benchmark reported --pretrain-seeds 0 1 2 --set 'finetune.seeds=[0, 1, 2]'
+
+bench-labels: install  ## label-scarce learning curve on the reported benchmark: 12.5, 25 and 50 % of each fold's training labels (after `make run`)
+	for share in 0.125 0.25 0.5; do $(BIN)/python benchmarks/bench_ablation.py --benchmark reported --pretrain-seeds 0 1 2 \
+	  --set 'finetune.seeds=[0, 1, 2]' --set finetune.train_fraction=$$share \
+	  --set 'finetune.ablation=[scratch_e2e, ma2mi_e2e, ma2mi_probe, flow_strain_lr, flow_cnn]' \
+	  --out reports/bench_reported_labels$$share.json || exit 1; done
 
 bench-tuning: install  ## the same ablation on the tuning benchmark, where every setting was chosen
 	$(BIN)/python benchmarks/bench_ablation.py --benchmark tuning $(TUNING_ARGS)

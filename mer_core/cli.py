@@ -281,7 +281,8 @@ def evaluate(params: Path = ParamsOption) -> None:
     tuning = {"tuned_on_seeds": p.tuning.synthesize_seeds, "reported_on_seed": p.synthesize.seed}
     metrics, ablation = rep.evaluation_reports(rows, variant, p.finetune.ablation,
                                                {d.name: d.adapter for d in p.ingest.datasets}, tuning,
-                                               p.finetune.protocol, p.finetune.au_variants, p.finetune.au_set)
+                                               p.finetune.protocol, p.finetune.au_variants, p.finetune.au_set,
+                                               p.finetune.train_fraction)
     write_json(paths.metrics, metrics)
     write_json(paths.ablation, ablation)
     pictures = write_plots(rows, variant, _read_json(paths.pretrain_report, "pretrain"),
@@ -306,7 +307,8 @@ def register(params: Path = ParamsOption) -> None:
     paths, dirs = p.paths, _clip_dirs(p, "micro")
     metrics, ablation = _read_json(paths.metrics, "evaluate"), _read_json(paths.ablation, "evaluate")
     _, meta = load_final_model(paths.final_model)
-    protocol = protocol_id(meta["label_column"], [d.name for d in dirs], meta["classes"], p.finetune.protocol)
+    protocol = protocol_id(meta["label_column"], [d.name for d in dirs], meta["classes"], p.finetune.protocol,
+                           p.finetune.train_fraction)
     version = data_version(dirs)
     card = model_card_markdown(
         model_name=p.register_.model_name, variant=meta["variant"], classes=meta["classes"],

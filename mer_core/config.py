@@ -258,6 +258,10 @@ class FinetuneParams(_Section):
     # Folds: `loso` leaves one subject out, `lodo` one data set (train on the others; with
     # several micro data sets and a label column they share, e.g. label3).
     protocol: Literal["loso", "lodo"] = "loso"
+    # Label-scarce learning curves: each fold trains every class row on this class-stratified
+    # share of its training clips (same held-out clips). The final model and the AU task
+    # use every clip.
+    train_fraction: float = Field(1.0, gt=0, le=1)
     # The action-unit task under the same folds: its rows, and the AU set they score
     # (mer_core/data/action_units.py: meb12, 4dme, synthetic).
     au_variants: list[AUVariant] = []

@@ -58,8 +58,25 @@ def inner_subject_split(subjects: list[str], train: list[int], fraction: float, 
     return [i for i in train if subjects[i] not in held], [i for i in train if subjects[i] in held]
 
 
-def protocol_id(label_column: str, datasets: list[str], classes: list[str], protocol: str = "loso") -> str:
-    """The name under which scores are comparable: same protocol, label column, data sets
-    and classes (`loso:label:synth_micro:disgust,happiness,...`). The promotion gate ranks
-    only models of one protocol."""
-    return f"{protocol}:{label_column}:{'+'.join(sorted(datasets))}:{','.join(classes)}"
+def labelled_subsample(labels: list[int], train: list[int], fraction: float, seed: int) -> list[int]:
+    """A class-stratified `fraction` of one fold's training clips (all of them at 1.0), for
+    label-scarce learning curves: every class the fold has keeps at least one clip, so the
+    folds stay comparable with the full protocol (same held-out clips, fewer labels)."""
+    if fraction >= 1:
+        return train
+    rng = np.random.default_rng(seed)
+    kept = []
+    for label in sorted({labels[i] for i in train}):
+        members = [i for i in train if labels[i] == label]
+        count = max(1, round(fraction * len(members)))
+        kept += [members[k] for k in rng.permutation(len(members))[:count]]
+    return sorted(kept)
+
+
+def protocol_id(label_column: str, datasets: list[str], classes: list[str], protocol: str = "loso",
+                train_fraction: float = 1.0) -> str:
+    """The name under which scores are comparable: same protocol, label column, data sets,
+    classes and share of training labels (`loso:label:synth_micro:disgust,happiness,...`,
+    `...:train0.25` below all of them). The promotion gate ranks only models of one protocol."""
+    budget = f":train{train_fraction:g}" if train_fraction < 1 else ""
+    return f"{protocol}:{label_column}:{'+'.join(sorted(datasets))}:{','.join(classes)}{budget}"

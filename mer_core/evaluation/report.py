@@ -162,16 +162,19 @@ def action_unit_report(rows: list[dict], variants: list[str], au_set: str) -> di
 
 def evaluation_reports(rows: list[dict], variant: str, ablation: list[str], adapters: dict[str, str],
                        tuning: dict | None = None, protocol: str = "loso", au_variants: list[str] = (),
-                       au_set: str = "meb12") -> tuple[dict, dict]:
+                       au_set: str = "meb12", train_fraction: float = 1.0) -> tuple[dict, dict]:
     """(`metrics.json`, `ablation.json`) of the held-out predictions; `adapters` maps each data
     set to its adapter, which says how its labels map onto the MEGC composite; `tuning`
     says where the settings were chosen (both reports record it); `protocol` is
     `finetune.protocol` (loso or lodo: per data set is then per held-out data set);
-    `au_variants` the AU task's rows (`ablation.json`'s `action_units`) over `au_set`."""
+    `au_variants` the AU task's rows (`ablation.json`'s `action_units`) over `au_set`;
+    `train_fraction` the share of each fold's training labels the class rows learned from."""
     def composite(dataset: str, label: str | None) -> str | None:
         return composite_label(adapters[dataset], label)
 
     described = LODO_PROTOCOL if protocol == "lodo" else PROTOCOL
+    if train_fraction < 1:
+        described += f"; class rows trained on {train_fraction:.0%} of each fold's training clips (class-stratified)"
     metrics = {**metrics_report(rows, variant, composite, described), "tuning": tuning}
     report = ablation_report(rows, ablation, variant, tuning, described)
     if au_variants:

@@ -39,7 +39,7 @@ from mer_core.data.training_sets import MicroClips, load_micro_clips
 from mer_core.evaluation.ceiling import au_oracle_predictions
 from mer_core.evaluation.metrics import unweighted_f1
 from mer_core.evaluation.predictions import prediction_row
-from mer_core.evaluation.protocols import held_out_folds, inner_subject_split
+from mer_core.evaluation.protocols import held_out_folds, inner_subject_split, labelled_subsample
 from mer_core.models.classical import AUReadout, CLASSICAL_BASELINES
 from mer_core.models.encoders import mirror_flow, reads_motion
 from mer_core.models.flow_cnn import STSTNet
@@ -256,9 +256,17 @@ def inner_selected_epochs(setup: FoldSetup, clips: MicroClips, train: list[int],
     return 1 + int(np.argmax(scores))
 
 
-def folds_of(clips: MicroClips, protocol: str) -> list[tuple[str, list[int], list[int]]]:
-    """The held-out folds of `protocol` (`finetune.protocol`: loso or lodo) over these clips."""
-    return held_out_folds(protocol, clips.subjects, clips.datasets)
+def folds_of(clips: MicroClips, protocol: str, train_fraction: float = 1.0, seed: int = 0
+             ) -> list[tuple[str, list[int], list[int]]]:
+    """The held-out folds of `protocol` (`finetune.protocol`: loso or lodo) over these clips,
+    each fold training on a class-stratified `train_fraction` of its training clips. The
+    subsample depends on (seed, fold) only, so every row of one seed sees the same labels."""
+    folds = held_out_folds(protocol, clips.subjects, clips.datasets)
+    if train_fraction >= 1:
+        return folds
+    labels = clips.labels.tolist()
+    return [(held_out, labelled_subsample(labels, train, train_fraction, seed * 1000 + fold), test)
+            for fold, (held_out, train, test) in enumerate(folds)]
 
 
 def fold_rows(clips: MicroClips, fold: int, test: list[int], per_epoch: list[torch.Tensor], variant: str,
@@ -277,21 +285,22 @@ def run_loso(setup: FoldSetup, clips: MicroClips, variant: str, seed: int) -> tu
     started = time.perf_counter()
     tokens = encode_clips(setup.build(len(clips.classes)), clips) if setup.protocol == "probe" else None
     rows, folds = [], []
-    for fold, (held_out, train, test) in enumerate(folds_of(clips, setup.params.protocol)):
+    splits = folds_of(clips, setup.params.protocol, setup.params.train_fraction, seed)
+    for fold, (held_out, train, test) in enumerate(splits):
         trained = setup
         if setup.params.epoch_selection == "inner_subjects":
             trained = setup.with_epochs(inner_selected_epochs(setup, clips, train, seed * 1000 + fold, generator,
                                                               tokens))
         _, per_epoch, losses = train_miacnet(trained, clips, train, generator, tokens, evaluate_on=test)
-        folds.append({"fold": fold, "held_out": held_out, "clips": len(test), "epochs": trained.params.epochs,
-                      "train_loss": [round(v, 5) for v in losses]})
+        folds.append({"fold": fold, "held_out": held_out, "clips": len(test), "train_clips": len(train),
+                      "epochs": trained.params.epochs, "train_loss": [round(v, 5) for v in losses]})
         rows += fold_rows(clips, fold, test, per_epoch, variant, seed)
     return rows, folds, time.perf_counter() - started
 
 
 # --------------------------------------------------------------------------- baselines
-def run_classical_loso(name: str, clips: MicroClips, seed: int, protocol: str = "loso"
-                       ) -> tuple[list[dict], list[dict], float]:
+def run_classical_loso(name: str, clips: MicroClips, seed: int, protocol: str = "loso",
+                       train_fraction: float = 1.0) -> tuple[list[dict], list[dict], float]:
     """A classical baseline under the same folds: features once per clip, a classifier per fold."""
     baseline = CLASSICAL_BASELINES[name]
     started = time.perf_counter()
@@ -300,11 +309,12 @@ def run_classical_loso(name: str, clips: MicroClips, seed: int, protocol: str = 
                          for i in range(len(clips))])
     labels = np.array([clips.classes[int(k)] for k in clips.labels])
     rows, folds = [], []
-    for fold, (held_out, train, test) in enumerate(folds_of(clips, protocol)):
+    for fold, (held_out, train, test) in enumerate(folds_of(clips, protocol, train_fraction, seed)):
         model = baseline.classifier(seed).fit(features[train], labels[train])
         predicted = model.predict(features[test])
         probabilities = torch.tensor([[float(c == p) for c in clips.classes] for p in predicted])
-        folds.append({"fold": fold, "held_out": held_out, "clips": len(test), "train_loss": []})
+        folds.append({"fold": fold, "held_out": held_out, "clips": len(test), "train_clips": len(train),
+                      "train_loss": []})
         rows += fold_rows(clips, fold, test, [probabilities], name, seed)
     return rows, folds, time.perf_counter() - started
 
@@ -316,7 +326,7 @@ def run_flow_cnn_loso(params: FinetuneParams, clips: MicroClips, seed: int, devi
     started = time.perf_counter()
     motion = clips.motion_at(torch.arange(len(clips)), clips.apex_index)  # (N, 3, H, W)
     rows, folds = [], []
-    for fold, (held_out, train, test) in enumerate(folds_of(clips, params.protocol)):
+    for fold, (held_out, train, test) in enumerate(folds_of(clips, params.protocol, params.train_fraction, seed)):
         model = STSTNet(len(clips.classes), dropout=params.dropout).to(device)
         optimizer = engine.configure_optimizers(model.named_parameters(), params.lr, params.weight_decay)
 
@@ -332,7 +342,7 @@ def run_flow_cnn_loso(params: FinetuneParams, clips: MicroClips, seed: int, devi
         per_epoch, losses = fit_and_predict(logits_of, optimizer, params.epochs, params.batch_size, clips.labels,
                                             len(clips.classes), train, generator, device, test, before_epoch)
         model.eval()
-        folds.append({"fold": fold, "held_out": held_out, "clips": len(test),
+        folds.append({"fold": fold, "held_out": held_out, "clips": len(test), "train_clips": len(train),
                       "train_loss": [round(v, 5) for v in losses]})
         rows += fold_rows(clips, fold, test, per_epoch, "flow_cnn", seed)
     return rows, folds, time.perf_counter() - started
@@ -433,7 +443,7 @@ def run_loso_job(job: LosoJob) -> dict:
     elif job.variant == "flow_cnn":
         rows, folds, seconds = run_flow_cnn_loso(p, clips, job.seed, device)
     else:
-        rows, folds, seconds = run_classical_loso(job.variant, clips, job.seed, p.protocol)
+        rows, folds, seconds = run_classical_loso(job.variant, clips, job.seed, p.protocol, p.train_fraction)
     result = {"rows": rows, "folds": folds, "seconds": round(seconds, 1), "classes": clips.classes}
     save_checkpoint(checkpoint, {"fingerprint": print_, "result": result})
     log.info("%s seed %d: %d folds in %.0f s", job.variant, job.seed, len(folds), seconds)
@@ -468,7 +478,8 @@ def run_finetuning(params: FinetuneParams, files: FinetuneFiles, datasets: list[
     rows = [row for result in results for row in result["rows"]]
     clips = load_micro_clips(files.clips, datasets, params.label_column, files.features if inputs.reads_motion else None)
     rows += au_oracle_predictions(clips, params.protocol)
-    report = {"device": str(device), "variants": variants, "au_variants": params.au_variants,
+    report = {"device": str(device), "variants": variants, "train_fraction": params.train_fraction,
+              "au_variants": params.au_variants,
               "au_set": params.au_set, "seeds": params.seeds, "classes": clips.classes,
               "clips": len(clips), "subjects": len(set(clips.subjects)),
               "seconds": {f"{j.variant}/seed{j.seed}": r["seconds"] for j, r in zip(jobs, results)},

@@ -17,8 +17,10 @@ from mer_core.evaluation.metrics import (
 from mer_core.evaluation.protocols import (
     held_out_folds,
     inner_subject_split,
+    labelled_subsample,
     leave_one_dataset_out,
     leave_one_subject_out,
+    protocol_id,
 )
 from mer_core.evaluation.report import ablation_report, oracle_best_epoch
 
@@ -81,6 +83,25 @@ def test_inner_splits_are_subject_disjoint_inside_the_training_fold(subjects, fr
         assert inner_train and validation and sorted(inner_train + validation) == train
         assert {subjects[i] for i in inner_train}.isdisjoint(subjects[i] for i in validation)
         assert held_out not in {subjects[i] for i in validation}
+
+
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=40), st.floats(0.05, 1.0), st.integers(0, 99))
+def test_a_labelled_subsample_keeps_every_class_and_about_its_share(labels, fraction, seed):
+    train = list(range(0, len(labels), 2)) or [0]
+    kept = labelled_subsample(labels, train, fraction, seed)
+    assert set(kept) <= set(train) and kept == sorted(set(kept))
+    assert {labels[i] for i in kept} == {labels[i] for i in train}  # no class lost
+    for label in {labels[i] for i in train}:
+        members = sum(labels[i] == label for i in train)
+        assert sum(labels[i] == label for i in kept) == max(1, round(fraction * members))
+    assert kept == labelled_subsample(labels, train, fraction, seed)  # the same labels for every row
+    assert labelled_subsample(labels, train, 1.0, seed) == train
+
+
+def test_a_label_budget_below_one_is_its_own_protocol():
+    full = protocol_id("label", ["synth_micro"], ["a", "b"])
+    assert full == "loso:label:synth_micro:a,b"
+    assert protocol_id("label", ["synth_micro"], ["a", "b"], train_fraction=0.25) == full + ":train0.25"
 
 
 def test_au_oracle_reads_laterality_free_sets():

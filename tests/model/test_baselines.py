@@ -95,6 +95,27 @@ def test_a_baseline_under_lodo_trains_on_one_data_set_and_is_scored_on_the_other
     assert metrics["uf1"] >= 0.9 and all(d["uf1"] >= 0.9 for d in metrics["per_dataset"].values())
 
 
+def test_a_label_budget_trains_every_fold_on_fewer_clips_and_scores_the_same_held_out_ones():
+    from mer_core.data.training_sets import MicroClips
+    from mer_core.evaluation.report import evaluation_reports
+    from mer_core.training.finetune import run_classical_loso
+
+    directions = [1, -1] * 12
+    subjects = [f"s{i % 4}" for i in range(24)]
+    clips = MicroClips(clip_ids=[f"c{i}" for i in range(24)], datasets=["lab"] * 24, subjects=subjects,
+                       labels=torch.tensor([int(d == -1) for d in directions]), classes=["down", "up"],
+                       frames=torch.from_numpy(np.stack([_clip(d, seed) for seed, d in enumerate(directions)])),
+                       apex_index=torch.full((24,), 2), action_units=[""] * 24)
+    full_rows, full, _ = run_classical_loso("difference_lr", clips, seed=0)
+    rows, scarce, _ = run_classical_loso("difference_lr", clips, seed=0, train_fraction=1 / 3)
+    assert [f["train_clips"] for f in full] == [18] * 4 and [f["train_clips"] for f in scarce] == [6] * 4
+    assert [r["clip_id"] for r in rows] == [r["clip_id"] for r in full_rows]
+    # A few labelled clips of each direction still separate a planted motion.
+    assert sum(r["label"] == r["predicted"] for r in rows) >= 22
+    metrics, _ = evaluation_reports(rows, "difference_lr", [], {"lab": "videos"}, train_fraction=1 / 3)
+    assert "33% of each fold's training clips" in metrics["protocol"]
+
+
 def _planted_clips(directions: list[int], subjects: list[str], codes: list[str], with_motion: bool = True):
     from mer_core.data.training_sets import MicroClips
 

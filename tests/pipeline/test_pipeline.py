@@ -209,6 +209,7 @@ def test_the_report_is_one_offline_page_attached_to_the_registered_run(repo, tmp
 def test_readme_serving_block_runs_as_written(repo):
     """The README's serve-and-curl block, pasted into a fresh shell in the repo without the
     venv on PATH (only the port made free): the registered champion answers the video."""
+    assert (repo / "mlflow.db").exists(), "no registry yet: run the module, test_dvc_repro_runs_every_stage first"
     port = str(free_port())
     script = readme_block("### Serving").replace("5000", port)
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != VENV / "bin")
