@@ -9,7 +9,8 @@ learning half there: every choice in params.yaml was made this way. `reported` r
 `make run`'s processed data and is for reporting only. Both repeat pre-training with
 --pretrain-seeds and fine-tuning with `finetune.seeds`, and print UF1 and UAR as mean ± std
 over every (data, pre-training seed, fine-tuning seed) run, per variant, with the gain
-over training from scratch and the stage wall times. Finished pre-training and LOSO runs
+over training from scratch (also run by run, each pre-trained e2e row against scratch on
+the same data and seed) and the stage wall times; --out keeps every run's figure. Finished pre-training and LOSO runs
 are checkpointed under --work, so a second call with other --set overrides re-runs only
 what they change. Scratch and baseline runs do not depend on the pre-training seed: they
 run once per fine-tuning seed (or come from `make run`'s checkpoints when those match) and
@@ -121,11 +122,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level="WARNING")
     os.environ.setdefault("MER_PSEUDONYM_KEY", "ab" * 32)
+    from mer_core.config import learned_variant
     from mer_core.evaluation.report import ablation_report
 
     args.work = args.work.resolve() / args.benchmark
     runs: dict[str, dict[str, list[float]]] = {}
-    timings, ceilings = [], []
+    timings, ceilings, run_order = [], [], []
     for label, params in _data_roots(args, args.params):
         for seed in args.pretrain_seeds:
             rows, seconds = _run(params, args.work / label.replace(" ", "-"), seed)
@@ -133,6 +135,7 @@ def main() -> None:
             variants = list(dict.fromkeys([params.finetune.variant, *params.finetune.ablation]))
             table = ablation_report(rows, variants)
             ceilings.append(table["ceiling"]["uf1"])
+            run_order += [{"data": label, "pretrain_seed": seed, "finetune_seed": f} for f in params.finetune.seeds]
             for variant in variants:
                 for fine_seed in params.finetune.seeds:
                     one = ablation_report([r for r in rows if r["variant"] == variant and r["seed"] == fine_seed],
@@ -152,13 +155,19 @@ def main() -> None:
         print(f"{variant:18s} {s['uf1']['mean']:.3f} ± {s['uf1']['std']:.3f}   {s['uar']['mean']:.3f} ± "
               f"{s['uar']['std']:.3f}  {s['uf1']['runs']:4d}  {gain}")
     print(f"{'ceiling':18s} {statistics.fmean(ceilings):.3f}   (AU oracle)")
+    if scratch is not None:  # paired: the same data, fold subsample and fine-tuning seed
+        for variant in (v for v in runs if v != "scratch_e2e" and (learned_variant(v) or ("", ""))[1] == "e2e"):
+            gains = [a - b for a, b in zip(runs[variant]["uf1"], runs["scratch_e2e"]["uf1"])]
+            print(f"{variant} over scratch_e2e, run by run: {sum(g > 0 for g in gains)}/{len(gains)} ahead, "
+                  f"smallest {min(gains):+.3f}, largest {max(gains):+.3f}")
     for t in timings:
         print(f"{t['data']}, pre-training seed {t['pretrain_seed']}: features {t['features_s']} s, pretrain "
               f"{t['pretrain_s']} s, finetune {t['finetune_s']} s")
     out = args.out or Path("reports") / f"bench_{args.benchmark}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": args.benchmark, "overrides": args.set, "summary": summary,
-                               "ceiling": statistics.fmean(ceilings), "timings": timings}, indent=2) + "\n")
+                               "runs": {"order": run_order, **runs}, "ceiling": statistics.fmean(ceilings),
+                               "timings": timings}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
