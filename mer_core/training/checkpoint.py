@@ -24,12 +24,15 @@ class CheckpointError(MerError, ValueError):
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write `state` with torch.save to a temporary file, then rename: a kill never
-    leaves a truncated checkpoint behind."""
+    leaves a truncated checkpoint behind. The same state gives the same bytes from any
+    process (given a path, torch.save names its records after the temporary file's
+    name, pid included), so a re-saved encoder keeps its hash for LOSO runs and DVC."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, tmp)
+        with open(tmp, "wb") as file:
+            torch.save(state, file)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError of its writer
         raise cannot_write(path, exc if isinstance(exc, OSError) else OSError(str(exc).splitlines()[0])) from exc

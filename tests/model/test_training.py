@@ -356,6 +356,26 @@ def test_a_new_finetune_setting_invalidates_finished_loso_runs(tmp_path):
     assert fingerprint(WithALaterSetting(mixup=0.2)) != fingerprint(WithALaterSetting())
 
 
+def test_finished_runs_survive_a_resaved_encoder_but_not_a_changed_one(tmp_path, monkeypatch):
+    """Pre-training resumed from its checkpoint (another process) saves the same encoder
+    again: the LOSO runs made with it stay valid, while other weights invalidate them."""
+    from mer_core.training.checkpoint import save_encoder
+    from mer_core.training.finetune import FinetuneFiles, LosoJob, ModelInputs, _job_fingerprint
+
+    files = FinetuneFiles(tmp_path, tmp_path, tmp_path, tmp_path, tmp_path / "final.pt")
+    job = LosoJob(FinetuneParams(), files, "ma2mi_e2e", 0, ModelInputs(ENCODER), ("synth",), 1)
+    state = {"position": create_model(ENCODER).state_dict(), "action": create_model(ENCODER).state_dict()}
+    save_encoder(tmp_path / "ma2mi.pt", state, ENCODER, "ma2mi")
+    first, written = _job_fingerprint(job, "data-v1"), (tmp_path / "ma2mi.pt").read_bytes()
+    monkeypatch.setattr("os.getpid", lambda: 4242)  # as another process would
+    save_encoder(tmp_path / "ma2mi.pt", state, ENCODER, "ma2mi")
+    assert (tmp_path / "ma2mi.pt").read_bytes() == written
+    assert _job_fingerprint(job, "data-v1") == first
+    state["action"] = {k: v + 1e-3 if v.is_floating_point() else v for k, v in state["action"].items()}
+    save_encoder(tmp_path / "ma2mi.pt", state, ENCODER, "ma2mi")
+    assert _job_fingerprint(job, "data-v1") != first
+
+
 def test_inner_epoch_selection_never_looks_at_the_held_out_subject(monkeypatch):
     """epoch_selection=inner_subjects: per fold, a first run scores epochs on training
     subjects held back, the second trains for the epoch count they chose."""
