@@ -11,10 +11,10 @@ learning half there: every choice in params.yaml was made this way. `reported` r
 over every (data, pre-training seed, fine-tuning seed) run, per variant, with the gain over
 training from scratch (also run by run, each pre-trained e2e row against scratch on the same
 data and seed) and the stage wall times; --out keeps every run's figure. Finished
-pre-training and LOSO runs are checkpointed under --work (LOSO runs in one folder per
-`finetune.train_fraction`), so a second call with other --set overrides re-runs only what
-they change. Scratch and baseline runs do not depend on the pre-training seed: they run once
-per fine-tuning seed (or come from `make run`'s checkpoints when those match) and count
+pre-training and LOSO runs are checkpointed under --work (LOSO runs one file per
+`finetune.train_fraction` too), so a second call with other --set overrides re-runs only
+what they change. Scratch and baseline runs do not depend on the pre-training seed: they run
+once per fine-tuning seed (or come from `make run`'s checkpoints when those match) and count
 under every pre-training seed.
 
     python benchmarks/bench_ablation.py --benchmark tuning --set finetune.encoder_lr_scale=1.0
@@ -102,12 +102,9 @@ def _run(params, work: Path, pretrain_seed: int) -> tuple[list[dict], dict]:
     run_pretraining(pretrain, macro, params.ingest.crop_size, encoders / "encoders", encoders / "checkpoints",
                     params.features.flow)
     timings["pretrain_s"] = round(time.perf_counter() - started, 1)
-    # One checkpoint folder per label share: a run at another share keeps, not overwrites, these.
-    share = params.finetune.train_fraction
-    runs = "ck-finetune" + (f"-labels{share:g}" if share < 1 else "")
-    files = FinetuneFiles(clips, features, encoders / "encoders", encoders / runs, encoders / "final.pt")
+    files = FinetuneFiles(clips, features, encoders / "encoders", encoders / "ck-finetune", encoders / "final.pt")
     _share_runs_without_pretraining(files.checkpoints, [params.paths.checkpoints / "finetune",
-                                                        *work.glob(f"pretrain-seed*/{runs}")])
+                                                        *work.glob("pretrain-seed*/ck-finetune")])
     started = time.perf_counter()
     rows, _ = run_finetuning(params.finetune, files, micro, model_inputs(params))
     timings["finetune_s"] = round(time.perf_counter() - started, 1)

@@ -425,7 +425,9 @@ def run_loso_job(job: LosoJob) -> dict:
     features = files.features if _needs_motion(job.variant, job.inputs) else None
     au_task = job.variant in get_args(AUVariant)  # every AU-coded clip, labelled or not
     clips = load_micro_clips(files.clips, list(job.datasets), None if au_task else p.label_column, features)
-    checkpoint = files.checkpoints / f"{job.variant}-seed{job.seed}.pt"
+    # One file per label share too: the runs of a learning curve keep, not overwrite, each other.
+    share = f"-labels{p.train_fraction:g}" if p.train_fraction < 1 else ""
+    checkpoint = files.checkpoints / f"{job.variant}-seed{job.seed}{share}.pt"
     data = [files.clips / d for d in job.datasets] + ([features / d for d in job.datasets] if features else [])
     print_ = _job_fingerprint(job, data_version(data))
     if (done := load_checkpoint(checkpoint, print_)) is not None:
